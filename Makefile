@@ -1,0 +1,18 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install test lint
+
+install:
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	# The CPU wheel of torch lies on disk; a looser pin would pull a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[all,test]"
+
+test:
+	$(PY) -m pytest -n 2 -q
+
+lint:
+	$(PY) -m ruff check src tests conversion benchmarks

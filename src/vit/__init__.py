@@ -1,0 +1,67 @@
+"""vit: one Vision Transformer in PyTorch, TensorFlow and JAX/Flax, with the same numbers from the same weights.
+
+Every public class is exported lazily: `import vit` imports no framework, `vit.ViTModel` imports only
+PyTorch, `vit.TFViTModel` only TensorFlow, `vit.FlaxViTModel` only JAX and Flax.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # shared
+    "ViTConfig": "vit.config",
+    "ViTImageProcessor": "vit.processor",
+    "ViTFeatureExtractor": "vit.processor",
+    "BatchFeature": "vit.processor",
+    "BaseModelOutputWithPooling": "vit.outputs",
+    "ImageClassifierOutput": "vit.outputs",
+    "MaskedImageModelingOutput": "vit.outputs",
+    "ViTError": "vit.errors",
+    "ConfigError": "vit.errors",
+    "CheckpointError": "vit.errors",
+    "ImageError": "vit.errors",
+    # PyTorch
+    "ViTPreTrainedModel": "vit.pt.modeling",
+    "ViTModel": "vit.pt.modeling",
+    "ViTForImageClassification": "vit.pt.modeling",
+    "ViTForMaskedImageModeling": "vit.pt.modeling",
+    # TensorFlow
+    "TFViTPreTrainedModel": "vit.tf.modeling",
+    "TFViTModel": "vit.tf.modeling",
+    "TFViTForImageClassification": "vit.tf.modeling",
+    "TFViTForMaskedImageModeling": "vit.tf.modeling",
+    # Flax
+    "FlaxViTPreTrainedModel": "vit.flax.modeling",
+    "FlaxViTModel": "vit.flax.modeling",
+    "FlaxViTForImageClassification": "vit.flax.modeling",
+    "FlaxViTForMaskedImageModeling": "vit.flax.modeling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ViTConfig
+    from .errors import CheckpointError, ConfigError, ImageError, ViTError
+    from .flax.modeling import FlaxViTForImageClassification, FlaxViTForMaskedImageModeling, FlaxViTModel
+    from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+    from .processor import BatchFeature, ViTFeatureExtractor, ViTImageProcessor
+    from .pt.modeling import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
+    from .tf.modeling import TFViTForImageClassification, TFViTForMaskedImageModeling, TFViTModel

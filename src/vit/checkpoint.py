@@ -1,0 +1,486 @@
+"""Checkpoint I/O shared by the three frameworks.
+
+Everything here works on *canonical state dicts*: `{HF PyTorch name: numpy array in PyTorch layout}`.
+Reading turns any HF file (safetensors, sharded safetensors, pytorch_model.bin, tf_model.h5,
+flax_model.msgpack) into one; `fit_state_dict` checks it against the model's parameter table; writing
+turns one into any of those files, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import ViTConfig
+from .errors import CheckpointError
+from .files import atomic_save_folder, resolve_local_folder
+from .params import (
+    EMBEDDING,
+    HEAD_PREFIX,
+    ParamSpec,
+    all_known_specs,
+    flatten,
+    layout_name,
+    nest,
+    parameter_specs,
+    state_from_layout,
+    to_layout,
+)
+from .resize import resize_position_embeddings
+
+logger = logging.getLogger("vit")
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_INDEX_NAME = "model.safetensors.index.json"
+PT_WEIGHTS_NAME = "pytorch_model.bin"
+PT_INDEX_NAME = "pytorch_model.bin.index.json"
+TF_WEIGHTS_NAME = "tf_model.h5"
+FLAX_WEIGHTS_NAME = "flax_model.msgpack"
+# The order in which a folder's weight files are tried: the canonical file first.
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME, PT_WEIGHTS_NAME, PT_INDEX_NAME, TF_WEIGHTS_NAME, FLAX_WEIGHTS_NAME)
+
+# HF's Keras class names (Keras turns CamelCase into snake_case: TFViTModel -> tf_vi_t_model).
+_TF_MODEL_NAMES = {
+    "base": "tf_vi_t_model",
+    "classification": "tf_vi_t_for_image_classification",
+    "mim": "tf_vi_t_for_masked_image_modeling",
+}
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = f.read(8)
+        if len(header) < 8 or struct.unpack("<Q", header)[0] + 8 > size:
+            raise CheckpointError(f"{path} is truncated (its header promises more bytes than the file has).")
+        arrays = load_file(path)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        if "bfloat16" in str(err).lower() or "BF16" in str(err):
+            return _read_safetensors_bf16(path)
+        raise CheckpointError(f"Cannot read {path}: {err}. The file is corrupt or not safetensors; re-download it.") from err
+    return arrays
+
+
+def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
+    """safetensors' NumPy reader has no bfloat16; read via ml_dtypes and widen to float32."""
+    import ml_dtypes
+
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    dtypes = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32, "F64": np.float64,
+              "I64": np.int64, "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+        out[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
+    return out
+
+
+def _read_sharded(folder: str, index_name: str) -> dict[str, np.ndarray]:
+    index_path = os.path.join(folder, index_name)
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index_path} is not a valid shard index ({err}).") from err
+    arrays: dict[str, np.ndarray] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = os.path.join(folder, shard)
+        if not os.path.isfile(shard_path):
+            names = [k for k, v in weight_map.items() if v == shard]
+            raise CheckpointError(
+                f"{index_path} names the shard {shard!r} (holding {len(names)} tensors, e.g. {names[0]!r}), "
+                f"but {shard_path} does not exist. Download the missing shard."
+            )
+        arrays.update(_read_file(shard_path))
+    return arrays
+
+
+def _read_tf_h5(path: str) -> dict[str, np.ndarray]:
+    """HF's Keras 2 h5 layout: one group per top-level layer, datasets named `<model>/<weight path>:0`."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            out = {}
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    # Drop the top-level layer group and the Keras model name; keep HF's weight path.
+                    parts = name.split("/")[2:]
+                    out["/".join(parts).removesuffix(":0")] = np.array(obj)
+
+            f.visititems(visit)
+            return out
+    except OSError as err:
+        raise CheckpointError(f"Cannot read {path}: {err}. The HDF5 file is corrupt or truncated; re-download it.") from err
+
+
+def _read_flax_msgpack(path: str) -> dict[str, np.ndarray]:
+    """Flax's msgpack format, read with plain msgpack so that no JAX is needed."""
+    import msgpack
+
+    def ext_hook(code, data):
+        if code in (1, 3):  # flax's ndarray and numpy-scalar extension types
+            shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+            if dtype_name == b"bfloat16":
+                import ml_dtypes
+
+                dtype = np.dtype(ml_dtypes.bfloat16)
+            else:
+                dtype = np.dtype(dtype_name.decode())
+            array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+            return array.astype(np.float32) if dtype_name == b"bfloat16" else array
+        return msgpack.ExtType(code, data)
+
+    try:
+        with open(path, "rb") as f:
+            tree = msgpack.unpackb(f.read(), ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException, TypeError) as err:
+        raise CheckpointError(f"Cannot read {path}: {err}. The msgpack file is corrupt or truncated; re-download it.") from err
+    if not isinstance(tree, dict):
+        raise CheckpointError(f"{path} does not hold a tree of parameters.")
+    tree = _unchunk(tree)
+    return {name: np.asarray(v) for name, v in flatten(tree).items()}
+
+
+def _unchunk(tree):
+    if isinstance(tree, dict):
+        if "__msgpack_chunked_array__" in tree:
+            shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
+            chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
+            return np.concatenate(chunks).reshape(shape)
+        return {k: _unchunk(v) for k, v in tree.items()}
+    return tree
+
+
+def _read_file(path: str) -> dict[str, np.ndarray]:
+    from .torch_pickle import load_torch_state_dict
+
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish. Get the file again.")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path)
+    if path.endswith(".bin") or path.endswith(".pt") or path.endswith(".pth"):
+        return load_torch_state_dict(path)
+    if path.endswith(".h5"):
+        return _read_tf_h5(path)
+    if path.endswith(".msgpack"):
+        return _read_flax_msgpack(path)
+    raise CheckpointError(f"Unknown checkpoint format: {path}")
+
+
+def find_weights_file(folder: str) -> str:
+    """The weights file that `from_pretrained(folder)` reads, canonical first."""
+    folder = resolve_local_folder(folder, "weights")
+    for name in WEIGHT_FILES:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise CheckpointError(
+        f"No weights in {folder}: expected one of {', '.join(WEIGHT_FILES)}. For a timm or original-JAX "
+        "checkpoint, convert it first with `vit convert` (conversion/convert.py)."
+    )
+
+
+def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
+    """Read a weights file or folder (any HF format) into a canonical state dict.
+
+    Names that no ViT parameter has are kept, under their original name, so that `fit_state_dict` can
+    report them.
+    """
+    if os.path.isdir(path):
+        path = find_weights_file(path)
+    name = os.path.basename(path)
+    folder = os.path.dirname(path)
+    if name.endswith(".index.json"):
+        arrays = _read_sharded(folder, name)
+    else:
+        arrays = _read_file(path)
+    layout = "tf" if name.endswith(".h5") else "flax" if name.endswith(".msgpack") else "pt"
+    if layout == "pt":
+        return arrays
+    state, _unknown = state_from_layout(arrays, config, layout)
+    return state
+
+
+# -------------------------------------------------------------------------------------------- fitting
+@dataclass
+class LoadReport:
+    """What `fit_state_dict` did: tensors to initialise fresh, dropped, and resized."""
+
+    initialised: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+def _describe(names: list[str], shapes: dict[str, tuple]) -> str:
+    return "\n".join(f"  - {n} {tuple(shapes[n]) if n in shapes else ''}" for n in sorted(names))
+
+
+def _head_scoped(spec: ParamSpec) -> bool:
+    return spec.module.scope in ("pooler", "classification", "mim", "mask_token")
+
+
+def fit_state_dict(
+    state: dict[str, np.ndarray],
+    config: ViTConfig,
+    head: str,
+    add_pooling_layer: bool | None = None,
+    use_mask_token: bool | None = None,
+    ignore_mismatched_sizes: bool = False,
+    source_config: ViTConfig | None = None,
+    resize_method: str = "bicubic",
+) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """Check a canonical state dict against a model and return the tensors the model should load.
+
+    - HF's `vit.` prefix is added or removed, so a head checkpoint loads into ViTModel and the reverse.
+    - Tensors of another head (pooler, classifier, decoder, mask token) are dropped; this model's head
+      tensors that the checkpoint lacks are reported in `report.initialised` (a new head, as in HF).
+    - Position embeddings on another grid are resized with `resize_method` (see `vit.resize`).
+    - Anything else that is missing, unexpected or mis-shaped raises `CheckpointError` listing every
+      name and shape, unless `ignore_mismatched_sizes` (then mis-shaped tensors are re-initialised).
+    """
+    specs = parameter_specs(config, head, add_pooling_layer, use_mask_token)
+    known = all_known_specs(config)
+    wants_prefix = head != "base"
+    has_prefix = any(k.startswith(HEAD_PREFIX) for k in state)
+    normalised: dict[str, np.ndarray] = {}
+    for name, array in state.items():
+        bare = name[len(HEAD_PREFIX):] if name.startswith(HEAD_PREFIX) else name
+        is_head_module = bare.split(".")[0] in ("classifier", "decoder")
+        if wants_prefix and not has_prefix and not is_head_module and bare in known:
+            name = HEAD_PREFIX + bare
+        elif not wants_prefix and name.startswith(HEAD_PREFIX):
+            name = bare
+        normalised[name] = array
+
+    report = LoadReport()
+    out: dict[str, np.ndarray] = {}
+    unexpected, mismatched = [], []
+    for name, array in normalised.items():
+        spec = specs.get(name)
+        if spec is None:
+            other = known.get(name)
+            if other is not None and _head_scoped(other):
+                report.dropped.append(name)
+            else:
+                unexpected.append(name)
+            continue
+        if tuple(array.shape) != spec.shape:
+            if spec.module.name == "embeddings.position_embeddings":
+                array = _resize_positions(array, spec, config, source_config, resize_method)
+                report.resized.append(name)
+            else:
+                mismatched.append(name)
+                continue
+        out[name] = array
+    missing = [n for n in specs if n not in out and n not in mismatched]
+    missing_required = [n for n in missing if not _head_scoped(specs[n])]
+    report.initialised = [n for n in missing if _head_scoped(specs[n])]
+
+    problems = []
+    all_shapes = {n: a.shape for n, a in normalised.items()}
+    if missing_required:
+        problems.append(f"missing tensors:\n{_describe(missing_required, {n: specs[n].shape for n in specs})}")
+    if unexpected:
+        problems.append(f"unexpected tensors (no ViT with this config has them):\n{_describe(unexpected, all_shapes)}")
+    if mismatched and not ignore_mismatched_sizes:
+        rows = "\n".join(f"  - {n}: checkpoint {tuple(all_shapes[n])}, model {specs[n].shape}" for n in sorted(mismatched))
+        problems.append(
+            "mis-shaped tensors:\n" + rows + "\n  (pass ignore_mismatched_sizes=True to re-initialise them, "
+            "e.g. for a new classification head)"
+        )
+    if problems:
+        raise CheckpointError(
+            "The checkpoint does not fit the model: " + "; ".join(p.split(":")[0] for p in problems) + ".\n"
+            + "\n".join(problems) + "\nCheck that config.json belongs to these weights."
+        )
+    if mismatched:
+        report.mismatched = sorted(mismatched)
+        warnings.warn(
+            "Re-initialised mis-shaped tensors (ignore_mismatched_sizes=True):\n"
+            + "\n".join(f"  - {n}: checkpoint {tuple(all_shapes[n])}, model {specs[n].shape}" for n in report.mismatched),
+            stacklevel=3,
+        )
+    if report.initialised:
+        warnings.warn(
+            "Some weights were not in the checkpoint and are newly initialised; train them before use:\n"
+            + _describe(report.initialised, {n: specs[n].shape for n in specs}),
+            stacklevel=3,
+        )
+    if report.dropped:
+        logger.info("Ignored tensors of another head: %s", ", ".join(sorted(report.dropped)))
+    for name, array in out.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            warnings.warn(f"Checkpoint tensor {name} holds NaN or infinite values.", stacklevel=3)
+    return out, report
+
+
+def _resize_positions(array, spec, config, source_config, method) -> np.ndarray:
+    prefix = config.num_prefix_tokens
+    n_old = array.shape[1] - prefix
+    if source_config is not None and source_config.num_patches == n_old:
+        old_grid = source_config.grid_hw
+    else:
+        side = int(round(n_old**0.5))
+        if side * side != n_old or array.ndim != 3 or array.shape[2] != spec.shape[2]:
+            raise CheckpointError(
+                f"Cannot resize position embeddings of shape {tuple(array.shape)} to {spec.shape}: the "
+                "checkpoint's grid is not square and its config does not say its image size."
+            )
+        old_grid = (side, side)
+    return resize_position_embeddings(array, old_grid, config.grid_hw, prefix, method).astype(array.dtype)
+
+
+# -------------------------------------------------------------------------------------------- writing
+def _write_safetensors(state: dict[str, np.ndarray], path: str, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, path, metadata=metadata or {"format": "pt"})
+
+
+def _write_tf_h5(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head: str, path: str) -> None:
+    """HF's `tf_model.h5` layout, readable by HF's TF models (and by `_read_tf_h5`)."""
+    import h5py
+
+    model_name = _TF_MODEL_NAMES[head]
+    by_layer: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for name, array in state.items():
+        spec = specs[name]
+        tf_name = layout_name(spec, "tf")
+        if head == "base":
+            tf_name = "vit/" + tf_name  # TFViTModel keeps its backbone in a layer called "vit"
+        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(array, spec.kind, spec.leaf, "tf")))
+    with h5py.File(path, "w") as f:
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["layer_names"] = np.array([n.encode() for n in by_layer], dtype="S")
+        for layer, weights in by_layer.items():
+            group = f.create_group(layer)
+            group.attrs["weight_names"] = np.array([f"{model_name}/{n}:0".encode() for n, _ in weights], dtype="S")
+            for tf_name, array in weights:
+                group.create_dataset(f"{model_name}/{tf_name}:0", data=array)
+        f.create_group("top_level_model_weights").attrs["weight_names"] = np.array([], dtype="S")
+
+
+def _write_flax_msgpack(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], path: str) -> None:
+    """Flax's msgpack format (what `flax.serialization.to_bytes` writes), without needing JAX."""
+    import msgpack
+
+    flat = {layout_name(specs[n], "flax"): to_layout(a, specs[n].kind, specs[n].leaf, "flax") for n, a in state.items()}
+
+    def pack_array(x):
+        if isinstance(x, np.ndarray):
+            payload = msgpack.packb((x.shape, x.dtype.name, np.ascontiguousarray(x).tobytes("C")), use_bin_type=True)
+            return msgpack.ExtType(1, payload)
+        raise TypeError(f"cannot serialise {type(x).__name__}")
+
+    with open(path, "wb") as f:
+        f.write(msgpack.packb(nest(flat), default=pack_array, strict_types=True))
+
+
+def save_checkpoint(
+    folder: str,
+    config: ViTConfig,
+    state: dict[str, np.ndarray],
+    head: str,
+    formats: tuple[str, ...] = ("safetensors",),
+    architecture: str | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> None:
+    """Write config.json and the weights in the given formats ("safetensors", "pt", "tf", "flax") atomically."""
+    specs = parameter_specs(config, head, *_flags_from_state(state, config, head))
+    unknown = [n for n in state if n not in specs]
+    if unknown:
+        raise CheckpointError(f"Cannot save tensors that the parameter table does not know: {unknown}")
+    out_config = config.copy()
+    if architecture:
+        out_config.extra["architectures"] = [architecture]
+    out_config.extra["dtype"] = str(next(iter(state.values())).dtype) if state else "float32"
+    out_config.extra.pop("torch_dtype", None)
+    writers = {"config.json": lambda p: _write_text(p, out_config.to_json_string())}
+    for name, text in (extra_files or {}).items():
+        writers[name] = lambda p, text=text: _write_text(p, text)
+    for fmt in formats:
+        if fmt == "safetensors":
+            writers[SAFE_WEIGHTS_NAME] = lambda p: _write_safetensors(state, p)
+        elif fmt == "pt":
+            writers[PT_WEIGHTS_NAME] = lambda p: _write_torch_bin(state, p)
+        elif fmt == "tf":
+            writers[TF_WEIGHTS_NAME] = lambda p: _write_tf_h5(state, specs, head, p)
+        elif fmt == "flax":
+            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
+        else:
+            raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")
+    atomic_save_folder(folder, writers)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _write_torch_bin(state: dict[str, np.ndarray], path: str) -> None:
+    import torch
+
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, path)
+
+
+def _flags_from_state(state: dict[str, np.ndarray], config: ViTConfig, head: str) -> tuple[bool, bool]:
+    """(add_pooling_layer, use_mask_token) as the state dict shows them."""
+    prefix = "" if head == "base" else HEAD_PREFIX
+    return (f"{prefix}pooler.dense.weight" in state, f"{prefix}embeddings.mask_token" in state)
+
+
+def init_state(config: ViTConfig, specs: dict[str, ParamSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """HF's initialisation, in NumPy so that every framework starts from the same numbers for a seed.
+
+    Dense and conv weights: truncated normal (std = initializer_range, cut at 2 std); biases zero;
+    LayerNorm weight one, bias zero; position embeddings and the class token truncated normal; the mask
+    token zero.
+    """
+    rng = np.random.default_rng(seed)
+    std = config.initializer_range
+    state = {}
+    for name, spec in specs.items():
+        if spec.kind == EMBEDDING:
+            if spec.module.name == "embeddings.mask_token":
+                value = np.zeros(spec.shape)
+            else:
+                value = _truncated_normal(rng, spec.shape, std)
+        elif spec.leaf == 1:
+            value = np.zeros(spec.shape)
+        elif spec.kind == "norm":
+            value = np.ones(spec.shape)
+        else:
+            value = _truncated_normal(rng, spec.shape, std)
+        state[name] = value.astype(np.float32)
+    return state
+
+
+def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    values = rng.standard_normal(shape)
+    while True:
+        bad = np.abs(values) > 2
+        if not bad.any():
+            return values * std
+        values[bad] = rng.standard_normal(int(bad.sum()))

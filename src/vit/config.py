@@ -1,0 +1,396 @@
+"""`ViTConfig`: the one architecture description shared by the PyTorch, TensorFlow and Flax models.
+
+It reads and writes Hugging Face's `config.json`, keeps HF's defaults, and adds a few documented
+extensions (non-square images and patches, more activations, mean pooling, `use_fc_norm`) whose
+defaults keep HF behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+from .files import atomic_write_text, resolve_local_folder
+
+CONFIG_NAME = "config.json"
+
+# Activations every framework implements identically; the aliases are HF's names.
+ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu", "silu", "swish", "tanh")
+POOLER_ACTIVATIONS = ("tanh", "relu", "gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu", "silu", "swish")
+POOLING_ALIASES = {"cls": "cls", "token": "cls", "mean": "mean", "gap": "mean", "avg": "mean"}
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+# Keys that HF's PretrainedConfig writes or accepts. We accept them silently; the ones that carry meaning
+# for a ViT are fields below, the rest are kept in `extra` so that a read-then-write round trip keeps them.
+HF_KNOWN_KEYS = frozenset(
+    """
+    architectures torch_dtype dtype transformers_version model_type _name_or_path _commit_hash
+    _attn_implementation_autoset return_dict output_hidden_states output_attentions torchscript use_bfloat16
+    tf_legacy_loss pruned_heads tie_word_embeddings chunk_size_feed_forward is_encoder_decoder is_decoder
+    cross_attention_hidden_size add_cross_attention tie_encoder_decoder finetuning_task tokenizer_class prefix
+    bos_token_id pad_token_id eos_token_id sep_token_id decoder_start_token_id task_specific_params
+    max_length min_length do_sample early_stopping num_beams num_beam_groups diversity_penalty temperature
+    top_k top_p typical_p repetition_penalty length_penalty no_repeat_ngram_size
+    encoder_no_repeat_ngram_size bad_words_ids num_return_sequences output_scores return_dict_in_generate
+    forced_bos_token_id forced_eos_token_id remove_invalid_values exponential_decay_length_penalty
+    suppress_tokens begin_suppress_tokens gradient_checkpointing use_cache
+    """.split()
+)
+
+# Presets of the published architectures (no weights): name -> (hidden, layers, heads, mlp).
+_WIDTHS = {
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+    "huge": (1280, 32, 16, 5120),
+}
+PRESETS = {
+    f"vit-{width}-patch{patch}-{size}": dict(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=mlp,
+        patch_size=patch, image_size=size, encoder_stride=patch,
+    )
+    for width, (hidden, layers, heads, mlp) in _WIDTHS.items()
+    for patch in (8, 14, 16, 32)
+    for size in (224, 384)
+}
+
+
+def to_pair(value: Any, field: str) -> tuple[int, int]:
+    """An int or a [h, w] pair as a (h, w) tuple of positive ints; names the field on error."""
+    if isinstance(value, bool):
+        raise ConfigError(f"`{field}` must be an int or a [height, width] pair, got {value!r}.")
+    if isinstance(value, int):
+        pair = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise ConfigError(f"`{field}` must be an int or a [height, width] pair of ints, got {value!r}.")
+    if min(pair) <= 0:
+        raise ConfigError(f"`{field}` must be positive, got {value!r}.")
+    return pair
+
+
+class ViTConfig:
+    """Configuration of a Vision Transformer, compatible with Hugging Face's `config.json`.
+
+    Every field of HF's `ViTConfig` is here with HF's default. Extensions beyond HF (all default to HF's
+    behaviour):
+
+    - `image_size`, `patch_size` and `encoder_stride` accept an int or a `[height, width]` pair;
+    - `hidden_act` may be "gelu" (erf), "gelu_pytorch_tanh"/"gelu_new" (tanh approximation), "quick_gelu",
+      "relu" or "silu";
+    - `pooling` is "cls" (HF, default) or "mean"; the aliases "token" and "gap" (original code) and "avg"
+      (timm) are accepted;
+    - `use_fc_norm`: timm's LayerNorm after mean pooling instead of before it;
+    - `class_token`: False for checkpoints without a class token (big_vision's 'gap' models);
+    - `representation_size` is not a field: the original code's pre-logits layer is the pooler
+      (`pooler_output_size`, `pooler_act`), which the classifier reads when `classifier_input="pooler"`.
+
+    Example:
+        >>> from vit import ViTConfig
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64)
+        >>> config.num_patches
+        16
+        >>> ViTConfig.from_preset("vit-base-patch16-224").hidden_size
+        768
+    """
+
+    model_type = "vit"
+
+    def __init__(
+        self,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        image_size: int | list[int] = 224,
+        patch_size: int | list[int] = 16,
+        num_channels: int = 3,
+        qkv_bias: bool = True,
+        encoder_stride: int | list[int] = 16,
+        pooler_output_size: int | None = None,
+        pooler_act: str = "tanh",
+        pooling: str = "cls",
+        use_fc_norm: bool = False,
+        class_token: bool = True,
+        classifier_input: str = "sequence",
+        id2label: Mapping[int | str, str] | None = None,
+        label2id: Mapping[str, int] | None = None,
+        num_labels: int | None = None,
+        problem_type: str | None = None,
+        attn_implementation: str = "sdpa",
+        **kwargs: Any,
+    ) -> None:
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.image_size = list(image_size) if isinstance(image_size, (list, tuple)) else image_size
+        self.patch_size = list(patch_size) if isinstance(patch_size, (list, tuple)) else patch_size
+        self.num_channels = num_channels
+        self.qkv_bias = qkv_bias
+        self.encoder_stride = list(encoder_stride) if isinstance(encoder_stride, (list, tuple)) else encoder_stride
+        self.pooler_output_size = pooler_output_size if pooler_output_size is not None else hidden_size
+        self.pooler_act = pooler_act
+        self.pooling = POOLING_ALIASES.get(pooling, pooling) if isinstance(pooling, str) else pooling
+        self.use_fc_norm = use_fc_norm
+        self.class_token = class_token
+        self.classifier_input = classifier_input
+        self.problem_type = problem_type
+        self.attn_implementation = kwargs.pop("_attn_implementation", None) or attn_implementation
+        self._set_labels(id2label, label2id, num_labels)
+        # HF's bookkeeping keys (architectures, transformers_version, ...) survive a read-then-write.
+        self.extra: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key not in HF_KNOWN_KEYS:
+                warnings.warn(
+                    f"ViTConfig: unknown key {key!r} (neither HF's ViTConfig nor vit knows it); it is kept "
+                    "in `config.extra` but has no effect. Check the spelling.",
+                    stacklevel=2,
+                )
+            self.extra[key] = value
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------- labels
+    def _set_labels(self, id2label, label2id, num_labels) -> None:
+        if id2label is not None:
+            if not isinstance(id2label, Mapping):
+                raise ConfigError(f"`id2label` must be a mapping from class index to name, got {type(id2label).__name__}.")
+            try:
+                self.id2label = {int(k): str(v) for k, v in id2label.items()}
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"`id2label` keys must be integers, got {list(id2label)[:5]}.") from err
+            if num_labels is not None and num_labels != len(self.id2label):
+                # HF lets num_labels win when the two disagree; so do we, but loudly.
+                warnings.warn(
+                    f"ViTConfig: num_labels={num_labels} disagrees with id2label ({len(self.id2label)} entries); "
+                    "using num_labels and generic label names.",
+                    stacklevel=3,
+                )
+                self.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        else:
+            n = 2 if num_labels is None else num_labels
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ConfigError(f"`num_labels` must be a non-negative int, got {num_labels!r}.")
+            self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+        if label2id is not None and len(label2id) == len(self.id2label):
+            self.label2id = {str(k): int(v) for k, v in label2id.items()}
+        else:
+            self.label2id = {name: i for i, name in self.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @num_labels.setter
+    def num_labels(self, n: int) -> None:
+        self._set_labels(None, None, n)
+
+    # ------------------------------------------------------------------------------------ geometry
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return to_pair(self.image_size, "image_size")
+
+    @property
+    def patch_hw(self) -> tuple[int, int]:
+        return to_pair(self.patch_size, "patch_size")
+
+    @property
+    def stride_hw(self) -> tuple[int, int]:
+        return to_pair(self.encoder_stride, "encoder_stride")
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        return h // ph, w // pw
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid_hw
+        return gh * gw
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.class_token else 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def use_return_dict(self) -> bool:
+        return bool(self.extra.get("return_dict", True))
+
+    # ---------------------------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field that is wrong and how to fix it."""
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "num_channels", "pooler_output_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
+            if value <= 0 and not (name == "num_hidden_layers" and value == 0):
+                raise ConfigError(f"`{name}` must be positive, got {value}.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"`{name}` must be a probability in [0, 1), got {value!r}.")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+                raise ConfigError(f"`{name}` must be a positive number, got {value!r}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; pick a head count that divides the width "
+                f"(e.g. {self.hidden_size // 64 or 1})."
+            )
+        (h, w), (ph, pw) = self.image_hw, self.patch_hw
+        self.stride_hw  # validates encoder_stride
+        if h % ph or w % pw:
+            raise ConfigError(
+                f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "
+                "choose an image size that is a multiple of the patch size."
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"`hidden_act`={self.hidden_act!r} is not supported; choose one of {ACTIVATIONS}.")
+        if self.pooler_act not in POOLER_ACTIVATIONS:
+            raise ConfigError(f"`pooler_act`={self.pooler_act!r} is not supported; choose one of {POOLER_ACTIVATIONS}.")
+        if self.pooling not in ("cls", "mean"):
+            raise ConfigError(f"`pooling`={self.pooling!r} is not supported; choose one of {sorted(POOLING_ALIASES)}.")
+        if self.pooling == "cls" and not self.class_token:
+            raise ConfigError("pooling='cls' needs a class token; set pooling='mean' or class_token=True.")
+        if self.use_fc_norm and self.pooling != "mean":
+            raise ConfigError("use_fc_norm=True only applies with pooling='mean' (timm's 'avg'); set pooling='mean'.")
+        if self.classifier_input not in ("sequence", "pooler"):
+            raise ConfigError(f"`classifier_input` must be 'sequence' or 'pooler', got {self.classifier_input!r}.")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"`problem_type`={self.problem_type!r} is not one of {PROBLEM_TYPES} (or null).")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ConfigError(f"`attn_implementation` must be 'sdpa' or 'eager', got {self.attn_implementation!r}.")
+        if not isinstance(self.qkv_bias, bool):
+            raise ConfigError(f"`qkv_bias` must be true or false, got {self.qkv_bias!r}.")
+
+    # -------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ViTConfig:
+        """The architecture of a published ViT (no weights), e.g. "vit-base-patch16-224"."""
+        if name not in PRESETS:
+            raise ConfigError(f"Unknown preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> ViTConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
+        if data.get("model_type", "vit") not in ("vit", None):
+            warnings.warn(f"config model_type is {data['model_type']!r}, not 'vit'.", stacklevel=2)
+        data = {k: v for k, v in data.items() if k != "model_type"}
+        try:
+            return cls(**{**data, **overrides})
+        except TypeError as err:
+            raise ConfigError(f"Invalid config: {err}") from err
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> ViTConfig:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err}); fix or regenerate the file.") from err
+        except OSError as err:
+            raise ConfigError(f"Cannot read {path}: {err}") from err
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ViTConfig:
+        """Read `config.json` from a local folder (or the file itself)."""
+        path = os.fspath(path)
+        if os.path.isfile(path):
+            return cls.from_json_file(path, **overrides)
+        folder = resolve_local_folder(path, CONFIG_NAME)
+        return cls.from_json_file(os.path.join(folder, CONFIG_NAME), **overrides)
+
+    # ------------------------------------------------------------------------------------ writing
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update(
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            initializer_range=self.initializer_range,
+            layer_norm_eps=self.layer_norm_eps,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            num_channels=self.num_channels,
+            qkv_bias=self.qkv_bias,
+            encoder_stride=self.encoder_stride,
+            pooler_output_size=self.pooler_output_size,
+            pooler_act=self.pooler_act,
+            id2label={str(k): v for k, v in self.id2label.items()},
+            label2id=dict(self.label2id),
+            model_type=self.model_type,
+        )
+        if self.problem_type is not None:
+            out["problem_type"] = self.problem_type
+        # Extensions are written only when they differ from HF, so HF can read our configs.
+        for name, hf_default in (("pooling", "cls"), ("use_fc_norm", False), ("class_token", True),
+                                 ("classifier_input", "sequence")):
+            if getattr(self, name) != hf_default:
+                out[name] = getattr(self, name)
+        return dict(sorted(out.items()))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(os.path.join(folder, CONFIG_NAME), self.to_json_string())
+
+    def copy(self, **overrides: Any) -> ViTConfig:
+        """A validated copy with some fields changed."""
+        new = copy.deepcopy(self)
+        for key, value in overrides.items():
+            if key == "num_labels":
+                new.num_labels = value
+            elif key == "pooling":
+                new.pooling = POOLING_ALIASES.get(value, value)
+            elif hasattr(new, key) and key != "extra":
+                setattr(new, key, value)
+            else:
+                raise ConfigError(f"ViTConfig has no field {key!r}.")
+        new.validate()
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ViTConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"ViTConfig {self.to_json_string()}"

@@ -1,0 +1,102 @@
+"""File-system helpers shared by every save and load: local-folder resolution and atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+
+from .errors import CheckpointError
+
+
+def resolve_local_folder(path: str | os.PathLike, wanted: str = "") -> str:
+    """Return `path` if it is a local folder; otherwise explain that nothing is downloaded."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    looks_like_hub_id = path.count("/") <= 1 and not path.startswith((".", "/", "~")) and not os.path.exists(path)
+    if looks_like_hub_id:
+        raise CheckpointError(
+            f"{path!r} is not a local folder. vit never downloads weights. If this is a Hugging Face hub id, "
+            f"download it first, e.g. `huggingface-cli download {path} --local-dir ./{path.split('/')[-1]}` "
+            "or `git clone https://huggingface.co/" + path + "`, then pass that folder."
+        )
+    what = f" (looking for {wanted})" if wanted else ""
+    raise CheckpointError(f"No such folder: {path!r}{what}. Pass the folder that holds config.json and the weights.")
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to `final_path`; on success rename it into place, on failure delete it.
+
+    The rename is atomic on POSIX, so readers see either the old file or the new one, never a mixture.
+    """
+    final_path = os.fspath(final_path)
+    folder = os.path.dirname(os.path.abspath(final_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final_path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(final_path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` and move the result into place atomically."""
+    with atomic_path(final_path) as tmp:
+        write(tmp)
+
+
+def atomic_write_text(final_path: str | os.PathLike, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(final_path, write)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str) -> Iterator[None]:
+    """An exclusive advisory lock on `folder`, so two processes never interleave their renames."""
+    import fcntl
+
+    with open(os.path.join(folder, ".vit.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def atomic_save_folder(folder: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
+    """Write several files of one checkpoint so that readers never see a mixture of two saves.
+
+    Every file is first written to a temporary name; only when all of them succeeded are they renamed
+    into place, under a lock that serialises concurrent savers. A failure leaves the old files untouched.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    temps: dict[str, str] = {}
+    try:
+        for name, write in writers.items():
+            fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=folder)
+            os.close(fd)
+            temps[name] = tmp
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        with folder_lock(folder):
+            for name, tmp in temps.items():
+                os.replace(tmp, os.path.join(folder, name))
+    except BaseException:
+        for tmp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise

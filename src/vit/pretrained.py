@@ -1,0 +1,133 @@
+"""`from_pretrained` / `save_pretrained`, written once for the three frameworks.
+
+A framework's model class mixes in `PretrainedMixin` and provides two methods that move a canonical state
+dict (`{HF PyTorch name: numpy array}`) in and out of its own parameters. Everything else, reading any HF
+file, checking it against the parameter table, resizing position embeddings and writing files
+atomically, happens here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .checkpoint import fit_state_dict, init_state, read_canonical, save_checkpoint
+from .config import ViTConfig
+from .errors import ConfigError
+from .files import resolve_local_folder
+from .params import parameter_specs
+
+
+_SKIP_INIT = contextvars.ContextVar("vit_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Within this block, models skip their random initialisation (from_pretrained overwrites it anyway)."""
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+def init_is_skipped() -> bool:
+    return _SKIP_INIT.get()
+
+
+class PretrainedMixin:
+    """The checkpoint API that the PyTorch, TensorFlow and Flax models share."""
+
+    head: ClassVar[str] = "base"  # "base", "classification" or "mim": which parameter-table rows
+    hf_architecture: ClassVar[str] = "ViTModel"  # written to config.json's `architectures`
+    config: ViTConfig
+
+    # Implemented by each framework.
+    def canonical_state_dict(self) -> dict[str, np.ndarray]:
+        """The parameters as `{HF PyTorch name: numpy array in PyTorch layout}`."""
+        raise NotImplementedError
+
+    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Set parameters from canonical names and arrays; names not given keep their values."""
+        raise NotImplementedError
+
+    # Shared.
+    @property
+    def model_flags(self) -> tuple[bool | None, bool | None]:
+        """(add_pooling_layer, use_mask_token) of this model; None means the head's default."""
+        return getattr(self, "add_pooling_layer", None), getattr(self, "use_mask_token", None)
+
+    def parameter_specs(self):
+        return parameter_specs(self.config, self.head, *self.model_flags)
+
+    def init_weights(self, seed: int = 0) -> None:
+        """HF's initialisation (see `vit.checkpoint.init_state`), the same numbers in every framework."""
+        self.load_canonical_state_dict(init_state(self.config, self.parameter_specs(), seed))
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return int(sum(int(np.prod(spec.shape)) for spec in self.parameter_specs().values()))
+
+    @classmethod
+    def _split_kwargs(cls, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split from_pretrained's kwargs into the model constructor's and config overrides."""
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+        model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in accepted}
+        return model_kwargs, kwargs
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: ViTConfig | None = None,
+        ignore_mismatched_sizes: bool = False,
+        pos_embed_resize: str = "bicubic",
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        """Load a model from a local folder holding config.json and weights in any HF format.
+
+        Keyword arguments that are config fields override the saved config; `image_size=384` resizes the
+        position embeddings with `pos_embed_resize` ("bicubic", "bicubic_antialias" or "linear"). Head
+        weights that the checkpoint lacks are initialised from `seed` with a warning.
+        """
+        if model_args:
+            raise TypeError("from_pretrained takes keyword arguments only after the path.")
+        path = os.fspath(pretrained_model_name_or_path)
+        folder = resolve_local_folder(path, "config.json and weights") if not os.path.isfile(path) else os.path.dirname(path)
+        for hf_only in ("cache_dir", "revision", "token", "use_auth_token", "local_files_only", "force_download",
+                        "from_pt", "from_tf", "from_flax", "trust_remote_code", "low_cpu_mem_usage"):
+            kwargs.pop(hf_only, None)
+        model_kwargs, overrides = cls._split_kwargs(kwargs)
+        source_config = config or ViTConfig.from_pretrained(folder)
+        try:
+            target_config = source_config.copy(**overrides) if overrides else source_config
+        except ConfigError as err:
+            raise ConfigError(f"from_pretrained: {err}") from err
+        state = read_canonical(path, source_config)
+        with skip_init():
+            model = cls(target_config, **model_kwargs)
+        fitted, report = fit_state_dict(
+            state, target_config, cls.head, *model.model_flags,
+            ignore_mismatched_sizes=ignore_mismatched_sizes, source_config=source_config, resize_method=pos_embed_resize,
+        )
+        fresh = set(report.initialised) | set(report.mismatched)
+        if fresh:
+            specs = {n: s for n, s in model.parameter_specs().items() if n in fresh}
+            fitted.update(init_state(target_config, specs, seed))
+        model.load_canonical_state_dict(fitted)
+        model.load_report = report
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, formats: tuple[str, ...] | str = ("safetensors",),
+                        **_hf_kwargs: Any) -> None:
+        """Write config.json and model.safetensors (and optionally "pt", "tf", "flax" files) atomically."""
+        if isinstance(formats, str):
+            formats = (formats,)
+        state = {k: np.asarray(v) for k, v in self.canonical_state_dict().items()}
+        save_checkpoint(os.fspath(save_directory), self.config, state, self.head, tuple(formats), self.hf_architecture)

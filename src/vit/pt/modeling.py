@@ -1,0 +1,502 @@
+"""The Vision Transformer in PyTorch, with Hugging Face's module names, so `state_dict()` is the canonical checkpoint.
+
+Layering follows timm: patch embedding -> blocks -> norm -> pool -> head, with `forward_features` and
+`forward_head`. `src/vit/tf/modeling.py` and `src/vit/flax/modeling.py` hold the same classes in the same
+order; every numeric constant comes from the config.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import ViTConfig
+from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
+from ..resize import resize_matrix
+
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a (1, H*W, D) grid as torch's `interpolate` does, via the shared matrices."""
+    mh = torch.tensor(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype, device=pos.device)
+    mw = torch.tensor(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype, device=pos.device)
+    grid = pos.reshape(old_grid[0], old_grid[1], -1)
+    grid = torch.einsum("ah,hwd->awd", mh, grid)
+    grid = torch.einsum("bw,awd->abd", mw, grid)
+    return grid.reshape(1, new_grid[0] * new_grid[1], -1)
+
+
+class ViTPatchEmbeddings(nn.Module):
+    """Cuts the image into patches and projects each to hidden_size (a strided convolution)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_hw, stride=config.patch_hw)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class ViTEmbeddings(nn.Module):
+    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+
+    def __init__(self, config: ViTConfig, use_mask_token: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.class_token else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d)) if use_mask_token else None
+        self.patch_embeddings = ViTPatchEmbeddings(config)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + config.num_prefix_tokens, d))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def interpolate_pos_encoding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embeddings for a patch grid, bicubic-resized (HF's numbers) when it is not the config's."""
+        if grid == self.config.grid_hw:
+            return self.position_embeddings
+        prefix = self.config.num_prefix_tokens
+        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid)
+        return torch.cat([self.position_embeddings[:, :prefix], patches], dim=1)
+
+    def forward(self, pixel_values: torch.Tensor, grid: tuple[int, int],
+                bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
+        embeddings = self.patch_embeddings(pixel_values.to(self.position_embeddings.dtype))
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.unsqueeze(-1).type_as(embeddings)
+            embeddings = embeddings * (1.0 - mask) + self.mask_token.expand_as(embeddings) * mask
+        if self.cls_token is not None:
+            embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
+        return self.dropout(embeddings + self.interpolate_pos_encoding(grid))
+
+
+class ViTSelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention: SDPA by default, the explicit softmax when maps are needed."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = nn.Linear(d, d, bias=config.qkv_bias)
+        self.key = nn.Linear(d, d, bias=config.qkv_bias)
+        self.value = nn.Linear(d, d, bias=config.qkv_bias)
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.use_sdpa = config.attn_implementation == "sdpa"
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
+        dropout = self.dropout_prob if self.training else 0.0
+        if self.use_sdpa and head_mask is None and not output_attentions:
+            context, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            probs = scores.softmax(dim=-1)
+            dropped = F.dropout(probs, dropout, self.training)
+            if head_mask is not None:
+                dropped = dropped * head_mask
+            context = torch.matmul(dropped, v)
+        return context.transpose(1, 2).flatten(2), probs
+
+
+class ViTSelfOutput(nn.Module):
+    """The attention's output projection; the residual is added in ViTLayer."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(hidden_states))
+
+
+class ViTAttention(nn.Module):
+    """Self-attention followed by its output projection."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.attention = ViTSelfAttention(config)
+        self.output = ViTSelfOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.attention(hidden_states, head_mask, output_attentions)
+        return self.output(context), probs
+
+
+class ViTIntermediate(nn.Module):
+    """The MLP's expansion and activation."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states))
+
+
+class ViTOutput(nn.Module):
+    """The MLP's projection back to hidden_size, plus the residual."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(hidden_states)) + residual
+
+
+class ViTLayer(nn.Module):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.attention = ViTAttention(config)
+        self.intermediate = ViTIntermediate(config)
+        self.output = ViTOutput(config)
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask, output_attentions)
+        hidden_states = attended + hidden_states
+        return self.output(self.intermediate(self.layernorm_after(hidden_states)), hidden_states), probs
+
+
+class ViTEncoder(nn.Module):
+    """The stack of blocks; collects hidden states and attention maps on request."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(ViTLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False):
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layer):
+            layer_mask = head_mask[i] if head_mask is not None else None
+            if self.gradient_checkpointing and self.training:
+                hidden_states, probs = checkpoint(layer, hidden_states, layer_mask, output_attentions, use_reentrant=False)
+            else:
+                hidden_states, probs = layer(hidden_states, layer_mask, output_attentions)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+        return hidden_states, all_hidden, all_attentions
+
+
+class ViTPooler(nn.Module):
+    """Dense + activation on the pooled token (HF's pooler; the original code's pre-logits)."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.pooler_output_size)
+        self.activation = ACTIVATIONS[config.pooler_act]
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(pooled))
+
+
+class PixelShuffle(nn.Module):
+    """Depth to space with a (rows, cols) factor; torch's nn.PixelShuffle when the two are equal."""
+
+    def __init__(self, factor: tuple[int, int]) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (sh, sw), (b, c, h, w) = self.factor, x.shape
+        x = x.reshape(b, c // (sh * sw), sh, sw, h, w).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c // (sh * sw), h * sh, w * sw)
+
+
+class ViTPreTrainedModel(PretrainedMixin, nn.Module):
+    """Shared by the PyTorch models: construction from a config, checkpoint I/O, input checks."""
+
+    config_class = ViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: ViTConfig, torch_dtype: torch.dtype | str | None = None,
+                 attn_implementation: str | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, ViTConfig):
+            raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
+        if attn_implementation is not None:
+            config = config.copy(attn_implementation=attn_implementation)
+        self.config = config
+        self._torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) and torch_dtype != "auto" else torch_dtype
+
+    def post_init(self) -> None:
+        """Initialise like HF (seeded from torch's RNG, so torch.manual_seed makes it repeatable)."""
+        if not init_is_skipped():
+            self.init_weights(seed=int(torch.randint(0, 2**31 - 1, ())))
+        if isinstance(self._torch_dtype, torch.dtype):
+            self.to(self._torch_dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def canonical_state_dict(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
+                for k, v in self.state_dict().items()}
+
+    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        own = self.state_dict()
+        with torch.no_grad():
+            for name, array in state.items():
+                own[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        for module in self.modules():
+            if isinstance(module, ViTEncoder):
+                module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if isinstance(module, ViTEncoder):
+                module.gradient_checkpointing = False
+
+    def _check_inputs(self, pixel_values: torch.Tensor, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.as_tensor(np.asarray(pixel_values))
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        if not torch.is_floating_point(pixel_values):
+            raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError("pixel_values holds NaN or infinite values.")
+        if bool_masked_pos is not None:
+            check_mask(tuple(bool_masked_pos.shape), pixel_values.shape[0], grid[0] * grid[1])
+        if head_mask is not None:
+            head_mask = torch.as_tensor(head_mask)
+            check_head_mask(tuple(head_mask.shape), self.config)
+            # (layers, 1, heads, 1, 1) so that layer i's mask broadcasts over (batch, heads, q, k).
+            head_mask = head_mask.expand(self.config.num_hidden_layers, -1) if head_mask.dim() == 1 else head_mask
+            head_mask = head_mask[:, None, :, None, None].to(self.dtype)
+        return pixel_values, grid, head_mask
+
+
+class ViTModel(ViTPreTrainedModel):
+    """The bare ViT encoder: `last_hidden_state` and, with the pooling layer, `pooler_output`.
+
+    Example:
+        >>> import torch
+        >>> from vit import ViTConfig, ViTModel
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64)
+        >>> model = ViTModel(config).eval()
+        >>> model(torch.zeros(1, 3, 32, 32)).last_hidden_state.shape
+        torch.Size([1, 17, 32])
+    """
+
+    head = "base"
+    hf_architecture = "ViTModel"
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = False,
+                 torch_dtype: torch.dtype | str | None = None, attn_implementation: str | None = None) -> None:
+        super().__init__(config, torch_dtype, attn_implementation)
+        self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
+        config = self.config
+        self.embeddings = ViTEmbeddings(config, use_mask_token)
+        self.encoder = ViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if not config.use_fc_norm else None
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_fc_norm else None
+        self.pooler = ViTPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> ViTPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    def forward_features(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None,
+                         interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """The normalised token sequence (batch, tokens, hidden)."""
+        return self(pixel_values, bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
+
+    def pool(self, sequence: torch.Tensor) -> torch.Tensor:
+        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        if self.config.pooling == "cls":
+            return sequence[:, 0]
+        pooled = sequence[:, self.config.num_prefix_tokens:].mean(dim=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        pixel_values, grid, head_mask = self._check_inputs(pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding)
+        if bool_masked_pos is not None and self.embeddings.mask_token is None:
+            raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
+        embedded = self.embeddings(pixel_values, grid, bool_masked_pos)
+        sequence, hidden_states, attentions = self.encoder(
+            embedded, head_mask, bool(output_attentions), bool(output_hidden_states)
+        )
+        if self.layernorm is not None:
+            sequence = self.layernorm(sequence)
+        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class ViTForMaskedImageModeling(ViTPreTrainedModel):
+    """ViT with SimMIM's decoder: reconstructs the pixels of masked patches (any patch size or grid).
+
+    Example:
+        >>> import torch
+        >>> from vit import ViTConfig, ViTForMaskedImageModeling
+        >>> config = ViTConfig(image_size=32, patch_size=8, encoder_stride=8, hidden_size=32,
+        ...                    num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        >>> model = ViTForMaskedImageModeling(config).eval()
+        >>> mask = torch.zeros(1, 16, dtype=torch.bool); mask[:, ::2] = True
+        >>> out = model(torch.zeros(1, 3, 32, 32), bool_masked_pos=mask)
+        >>> out.reconstruction.shape
+        torch.Size([1, 3, 32, 32])
+    """
+
+    head = "mim"
+    hf_architecture = "ViTForMaskedImageModeling"
+
+    def __init__(self, config: ViTConfig, torch_dtype: torch.dtype | str | None = None,
+                 attn_implementation: str | None = None) -> None:
+        super().__init__(config, torch_dtype, attn_implementation)
+        config = self.config
+        with skip_init():
+            self.vit = ViTModel(config, add_pooling_layer=False, use_mask_token=True)
+        sh, sw = config.stride_hw
+        self.decoder = nn.Sequential(
+            nn.Conv2d(config.hidden_size, sh * sw * config.num_channels, kernel_size=1),
+            PixelShuffle((sh, sw)),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
+            raise ValueError(
+                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
+                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
+            )
+        outputs = self.vit(pixel_values, bool_masked_pos, head_mask, output_attentions, output_hidden_states,
+                           interpolate_pos_encoding, return_dict=True)
+        pixel_values = torch.as_tensor(pixel_values)
+        grid = (pixel_values.shape[2] // self.config.patch_hw[0], pixel_values.shape[3] // self.config.patch_hw[1])
+        patches = outputs.last_hidden_state[:, self.config.num_prefix_tokens:]
+        feature_map = patches.transpose(1, 2).reshape(patches.shape[0], -1, *grid)
+        reconstruction = self.decoder(feature_map)
+        loss = None
+        if bool_masked_pos is not None:
+            (ph, pw) = self.config.patch_hw
+            mask = bool_masked_pos.reshape(-1, *grid).repeat_interleave(ph, 1).repeat_interleave(pw, 2)
+            mask = mask.unsqueeze(1).to(reconstruction.dtype)
+            target = pixel_values[:, :, : grid[0] * ph, : grid[1] * pw].to(reconstruction.dtype)
+            l1 = F.l1_loss(target, reconstruction, reduction="none")
+            loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
+        output = MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class ViTForImageClassification(ViTPreTrainedModel):
+    """ViT with a linear classifier on the pooled token; `labels` give a loss by `problem_type`.
+
+    Example:
+        >>> import torch
+        >>> from vit import ViTConfig, ViTForImageClassification
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+        >>> model = ViTForImageClassification(config).eval()
+        >>> model(torch.zeros(2, 3, 32, 32), labels=torch.tensor([1, 2])).logits.shape
+        torch.Size([2, 10])
+    """
+
+    head = "classification"
+    hf_architecture = "ViTForImageClassification"
+
+    def __init__(self, config: ViTConfig, torch_dtype: torch.dtype | str | None = None,
+                 attn_implementation: str | None = None) -> None:
+        super().__init__(config, torch_dtype, attn_implementation)
+        config = self.config
+        self.num_labels = config.num_labels
+        with skip_init():
+            self.vit = ViTModel(config, add_pooling_layer=config.classifier_input == "pooler")
+        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        self.classifier = nn.Linear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward_head(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
+        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        return self.classifier(features)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        head_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
+                           interpolate_pos_encoding, return_dict=True)
+        logits = self.forward_head(outputs)
+        loss = self.loss(logits, labels) if labels is not None else None
+        output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.as_tensor(labels, device=logits.device)
+        problem = resolve_problem_type(self.config, not torch.is_floating_point(labels))
+        if problem == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).long())
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
