@@ -274,7 +274,7 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         own = self.state_dict()
         with torch.no_grad():
             for name, array in state.items():
-                own[name].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+                own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for module in self.modules():
@@ -486,11 +486,12 @@ class ViTForImageClassification(ViTPreTrainedModel):
         outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
                            interpolate_pos_encoding, return_dict=True)
         logits = self.forward_head(outputs)
-        loss = self.loss(logits, labels) if labels is not None else None
+        loss = self.loss_from_labels(logits, labels) if labels is not None else None
         output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
         return output if return_dict is not False else output.to_tuple()
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss_from_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """HF's losses by problem_type, mean-reduced."""
         labels = torch.as_tensor(labels, device=logits.device)
         problem = resolve_problem_type(self.config, not torch.is_floating_point(labels))
         if problem == "regression":

@@ -1,0 +1,624 @@
+"""The Vision Transformer in JAX / Flax NNX, laid out like `src/vit/pt/modeling.py`.
+
+The NNX modules carry HF Flax's attribute names, so their state is HF's Flax params tree
+(`vit/encoder/layer/0/attention/attention/query/kernel`) and maps to canonical names through the one
+parameter table. The public classes wrap the modules the way HF's Flax models do: `model.params` is a plain
+nested dict, and `model(pixel_values, params=...)` runs a jit-compiled pure function, cached per input
+shape and argument set, that also works inside the caller's `jax.jit`, `jax.grad` and `jax.vmap`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import outputs as _outputs
+from ..config import ViTConfig
+from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+from ..params import flatten, from_layout, layout_name, nest, to_layout
+from ..pretrained import PretrainedMixin, init_is_skipped
+from ..resize import resize_matrix
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # jax's default is the tanh approximation
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+for _cls in (BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput):
+    # Outputs leave jit as pytrees; their fields are the children.
+    jax.tree_util.register_pytree_node(
+        _cls,
+        lambda out: ([getattr(out, f.name) for f in dataclasses.fields(out)], None),
+        lambda _, children, cls=_cls: cls(*children),
+    )
+assert _outputs  # the registration above is for these shared classes
+
+
+def resize_positions(pos: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> jax.Array:
+    """Bicubic resize of a (1, H*W, D) grid with torch's numbers (`jax.image.resize` differs)."""
+    mh = jnp.asarray(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype)
+    mw = jnp.asarray(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype)
+    grid = pos.reshape(old_grid[0], old_grid[1], -1)
+    grid = jnp.einsum("ah,hwd->awd", mh, grid, precision="highest")
+    grid = jnp.einsum("bw,awd->abd", mw, grid, precision="highest")
+    return grid.reshape(1, new_grid[0] * new_grid[1], -1)
+
+
+def dropout(x: jax.Array, rate: float, rngs: nnx.Rngs | None) -> jax.Array:
+    """Inverted dropout; a no-op at inference (rngs is None) or when the rate is zero."""
+    if rngs is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------ primitives (torch has them built in)
+class Dense(nnx.Module):
+    """y = x @ kernel + bias, kernel (in, out), computed in `dtype`."""
+
+    def __init__(self, in_features: int, out_features: int, use_bias: bool = True, *, dtype: Any = None,
+                 param_dtype: Any = jnp.float32) -> None:
+        self.kernel = nnx.Param(jnp.zeros((in_features, out_features), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        y = jnp.matmul(x.astype(dtype), self.kernel[...].astype(dtype))
+        return y + self.bias[...].astype(dtype) if self.bias is not None else y
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm over the last axis with the config's eps (Flax's default of 1e-6 is never used)."""
+
+    def __init__(self, size: int, eps: float, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> None:
+        self.scale = nnx.Param(jnp.ones((size,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((size,), param_dtype))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        variance = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(variance + self.eps)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(dtype)
+
+
+# ------------------------------------------------------------------------------------------------ model
+class FlaxViTPatchEmbeddings(nnx.Module):
+    """Cuts the NCHW image into patches and projects each: one matmul, with the conv kernel in HWIO."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.patch_hw, self.num_channels = config.patch_hw, config.num_channels
+        ph, pw = config.patch_hw
+        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, **kw)
+
+    def __call__(self, pixel_values: jax.Array) -> jax.Array:
+        (ph, pw), c = self.patch_hw, self.num_channels
+        b, gh, gw = pixel_values.shape[0], pixel_values.shape[2] // ph, pixel_values.shape[3] // pw
+        x = pixel_values[:, :, : gh * ph, : gw * pw].reshape(b, c, gh, ph, gw, pw)
+        x = x.transpose(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, ph * pw * c)  # the kernel's (h, w, in) order
+        return self.projection(x)
+
+
+class _ConvProjection(nnx.Module):
+    """The patch projection's kernel (ph, pw, C, D), applied to flattened patches as a matmul."""
+
+    def __init__(self, ph: int, pw: int, channels: int, hidden: int, *, dtype: Any = None,
+                 param_dtype: Any = jnp.float32) -> None:
+        self.kernel = nnx.Param(jnp.zeros((ph, pw, channels, hidden), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((hidden,), param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, patches: jax.Array) -> jax.Array:
+        dtype = self.dtype or patches.dtype
+        kernel = self.kernel[...].reshape(-1, self.kernel.shape[-1]).astype(dtype)
+        return jnp.matmul(patches.astype(dtype), kernel) + self.bias[...].astype(dtype)
+
+
+class FlaxViTEmbeddings(nnx.Module):
+    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+
+    def __init__(self, config: ViTConfig, use_mask_token: bool = False, **kw: Any) -> None:
+        self.config = config
+        d, param_dtype = config.hidden_size, kw.get("param_dtype", jnp.float32)
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, d), param_dtype)) if config.class_token else None
+        self.mask_token = nnx.Param(jnp.zeros((1, 1, d), param_dtype)) if use_mask_token else None
+        self.patch_embeddings = FlaxViTPatchEmbeddings(config, **kw)
+        self.position_embeddings = nnx.Param(
+            jnp.zeros((1, config.num_patches + config.num_prefix_tokens, d), param_dtype)
+        )
+        self.dropout_rate = config.hidden_dropout_prob
+
+    def interpolate_pos_encoding(self, grid: tuple[int, int]) -> jax.Array:
+        """Position embeddings for a patch grid, bicubic-resized (HF PyTorch's numbers) when needed."""
+        pos = self.position_embeddings[...]
+        if grid == self.config.grid_hw:
+            return pos
+        prefix = self.config.num_prefix_tokens
+        patches = resize_positions(pos[:, prefix:], self.config.grid_hw, grid)
+        return jnp.concatenate([pos[:, :prefix], patches], axis=1)
+
+    def __call__(self, pixel_values: jax.Array, grid: tuple[int, int], bool_masked_pos: jax.Array | None = None,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        embeddings = self.patch_embeddings(pixel_values)
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.astype(embeddings.dtype)[:, :, None]
+            embeddings = embeddings * (1.0 - mask) + self.mask_token[...].astype(embeddings.dtype) * mask
+        if self.cls_token is not None:
+            cls = jnp.broadcast_to(self.cls_token[...].astype(embeddings.dtype), (embeddings.shape[0], 1, embeddings.shape[2]))
+            embeddings = jnp.concatenate([cls, embeddings], axis=1)
+        embeddings = embeddings + self.interpolate_pos_encoding(grid).astype(embeddings.dtype)
+        return dropout(embeddings, self.dropout_rate, rngs)
+
+
+class FlaxViTSelfAttention(nnx.Module):
+    """Multi-head scaled dot-product attention."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        d = config.hidden_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = Dense(d, d, config.qkv_bias, **kw)
+        self.key = Dense(d, d, config.qkv_bias, **kw)
+        self.value = Dense(d, d, config.qkv_bias, **kw)
+        self.dropout_rate = config.attention_probs_dropout_prob
+
+    def split_heads(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
+                 rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
+        q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
+        scores = jnp.matmul(q, k.swapaxes(-1, -2)) / jnp.asarray(math.sqrt(self.head_dim), q.dtype)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+        dropped = dropout(probs, self.dropout_rate, rngs)
+        if head_mask is not None:
+            dropped = dropped * head_mask.astype(dropped.dtype)
+        context = jnp.matmul(dropped, v).transpose(0, 2, 1, 3)
+        context = context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim)
+        return context, probs if output_attentions else None
+
+
+class FlaxViTSelfOutput(nnx.Module):
+    """The attention's output projection; the residual is added in FlaxViTLayer."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.dense = Dense(config.hidden_size, config.hidden_size, **kw)
+        self.dropout_rate = config.hidden_dropout_prob
+
+    def __call__(self, hidden_states: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return dropout(self.dense(hidden_states), self.dropout_rate, rngs)
+
+
+class FlaxViTAttention(nnx.Module):
+    """Self-attention followed by its output projection."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.attention = FlaxViTSelfAttention(config, **kw)
+        self.output = FlaxViTSelfOutput(config, **kw)
+
+    def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
+                 rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
+        context, probs = self.attention(hidden_states, head_mask, output_attentions, rngs)
+        return self.output(context, rngs), probs
+
+
+class FlaxViTIntermediate(nnx.Module):
+    """The MLP's expansion and activation."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.dense = Dense(config.hidden_size, config.intermediate_size, **kw)
+        self.activation = ACTIVATIONS[config.hidden_act]
+
+    def __call__(self, hidden_states: jax.Array) -> jax.Array:
+        return self.activation(self.dense(hidden_states))
+
+
+class FlaxViTOutput(nnx.Module):
+    """The MLP's projection back to hidden_size, plus the residual."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.dense = Dense(config.intermediate_size, config.hidden_size, **kw)
+        self.dropout_rate = config.hidden_dropout_prob
+
+    def __call__(self, hidden_states: jax.Array, residual: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return dropout(self.dense(hidden_states), self.dropout_rate, rngs) + residual
+
+
+class FlaxViTLayer(nnx.Module):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.attention = FlaxViTAttention(config, **kw)
+        self.intermediate = FlaxViTIntermediate(config, **kw)
+        self.output = FlaxViTOutput(config, **kw)
+        self.layernorm_before = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
+        self.layernorm_after = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
+
+    def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
+                 rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
+        attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask, output_attentions, rngs)
+        hidden_states = attended + hidden_states
+        return self.output(self.intermediate(self.layernorm_after(hidden_states)), hidden_states, rngs), probs
+
+
+class FlaxViTEncoder(nnx.Module):
+    """The stack of blocks; collects hidden states and attention maps on request."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.layer = nnx.List([FlaxViTLayer(config, **kw) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
+                 output_hidden_states: bool = False, rngs: nnx.Rngs | None = None):
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layer):
+            layer_mask = head_mask[i] if head_mask is not None else None
+            if self.gradient_checkpointing and not output_attentions:
+                # Recompute the block's activations in the backward pass instead of storing them.
+                run = nnx.remat(lambda module, h, m, r: module(h, m, False, r)[0])
+                hidden_states, probs = run(layer, hidden_states, layer_mask, rngs), None
+            else:
+                hidden_states, probs = layer(hidden_states, layer_mask, output_attentions, rngs)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+        return hidden_states, all_hidden, all_attentions
+
+
+class FlaxViTPooler(nnx.Module):
+    """Dense + activation on the pooled token (HF's pooler; the original code's pre-logits)."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.dense = Dense(config.hidden_size, config.pooler_output_size, **kw)
+        self.activation = ACTIVATIONS[config.pooler_act]
+
+    def __call__(self, pooled: jax.Array) -> jax.Array:
+        return self.activation(self.dense(pooled))
+
+
+class PixelShuffle(nnx.Module):
+    """Depth to space with a (rows, cols) factor, in torch's NCHW channel order."""
+
+    def __init__(self, factor: tuple[int, int]) -> None:
+        self.factor = factor
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        (sh, sw), (b, c, h, w) = self.factor, x.shape
+        x = x.reshape(b, c // (sh * sw), sh, sw, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c // (sh * sw), h * sh, w * sw)
+
+
+class _Conv1x1NCHW(nnx.Module):
+    """A 1x1 convolution on NCHW maps (kernel (1, 1, in, out), as Flax stores convolutions)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> None:
+        self.kernel = nnx.Param(jnp.zeros((1, 1, in_channels, out_channels), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        y = jnp.einsum("bchw,co->bohw", x.astype(dtype), self.kernel[...][0, 0].astype(dtype))
+        return y + self.bias[...].astype(dtype)[None, :, None, None]
+
+
+# ------------------------------------------------------------------------------------ the NNX networks
+class _ViTNetwork(nnx.Module):
+    """ViTModel's network: embeddings -> encoder -> norm -> pool -> pooler."""
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool, use_mask_token: bool, **kw: Any) -> None:
+        self.config = config
+        self.embeddings = FlaxViTEmbeddings(config, use_mask_token, **kw)
+        self.encoder = FlaxViTEncoder(config, **kw)
+        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if not config.use_fc_norm else None
+        self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if config.use_fc_norm else None
+        self.pooler = FlaxViTPooler(config, **kw) if add_pooling_layer else None
+
+    def pool(self, sequence: jax.Array) -> jax.Array:
+        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        if self.config.pooling == "cls":
+            return sequence[:, 0]
+        pooled = sequence[:, self.config.num_prefix_tokens:].mean(axis=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
+    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> BaseModelOutputWithPooling:
+        embedded = self.embeddings(pixel_values, grid, bool_masked_pos, rngs)
+        sequence, hidden_states, attentions = self.encoder(embedded, head_mask, output_attentions, output_hidden_states, rngs)
+        if self.layernorm is not None:
+            sequence = self.layernorm(sequence)
+        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
+
+
+class _MaskedImageModelingNetwork(nnx.Module):
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=False, use_mask_token=True, **kw)
+        sh, sw = config.stride_hw
+        self.decoder = nnx.List([_Conv1x1NCHW(config.hidden_size, sh * sw * config.num_channels, **kw), PixelShuffle((sh, sw))])
+
+    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> MaskedImageModelingOutput:
+        outputs = self.vit(pixel_values, grid, bool_masked_pos, head_mask, output_attentions, output_hidden_states, rngs)
+        patches = outputs.last_hidden_state[:, self.config.num_prefix_tokens:]
+        feature_map = patches.transpose(0, 2, 1).reshape(patches.shape[0], -1, *grid)
+        reconstruction = self.decoder[1](self.decoder[0](feature_map))
+        loss = None
+        if bool_masked_pos is not None:
+            (ph, pw) = self.config.patch_hw
+            mask = bool_masked_pos.reshape(-1, *grid).astype(reconstruction.dtype)
+            mask = jnp.repeat(jnp.repeat(mask, ph, axis=1), pw, axis=2)[:, None]
+            target = pixel_values[:, :, : grid[0] * ph, : grid[1] * pw].astype(reconstruction.dtype)
+            l1 = jnp.abs(target - reconstruction)
+            loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
+        return MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
+
+
+class _ImageClassificationNetwork(nnx.Module):
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=config.classifier_input == "pooler", use_mask_token=False, **kw)
+        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        self.classifier = Dense(width, config.num_labels, **kw) if config.num_labels > 0 else None
+
+    def __call__(self, pixel_values, grid, labels=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> ImageClassifierOutput:
+        outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
+        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        logits = self.classifier(features) if self.classifier is not None else features
+        loss = self.loss_from_labels(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+    def loss_from_labels(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """The same losses and mean reduction as the PyTorch twin."""
+        logits = logits.astype(jnp.float32)
+        num_labels = self.config.num_labels
+        problem = resolve_problem_type(self.config, jnp.issubdtype(labels.dtype, jnp.integer))
+        if problem == "regression":
+            labels = labels.astype(logits.dtype)
+            if num_labels == 1:
+                return jnp.mean(jnp.square(jnp.squeeze(logits) - jnp.squeeze(labels)))
+            return jnp.mean(jnp.square(logits - labels))
+        if problem == "single_label_classification":
+            flat_logits = logits.reshape(-1, num_labels)
+            log_probs = jax.nn.log_softmax(flat_logits, axis=-1)
+            picked = jnp.take_along_axis(log_probs, labels.reshape(-1, 1).astype(jnp.int32), axis=-1)
+            return -jnp.mean(picked)
+        labels = labels.astype(logits.dtype)
+        return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+# ------------------------------------------------------------------------------------ public wrappers
+def _params_to_state(params: dict) -> dict:
+    """HF's params tree has string keys ("0") where NNX lists have int keys (0)."""
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: _params_to_state(v) if isinstance(v, dict) else v
+            for k, v in params.items()}
+
+
+def _state_to_params(state: dict) -> dict:
+    return {str(k): _state_to_params(v) if isinstance(v, dict) else v for k, v in state.items()}
+
+
+class FlaxViTPreTrainedModel(PretrainedMixin):
+    """Shared by the Flax models: `params`, the cached jit-compiled call, checkpoint I/O and input checks.
+
+    `dtype` is the compute dtype (e.g. `jnp.bfloat16`); `param_dtype` the dtype params are stored in.
+    """
+
+    config_class = ViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    network_class: type[nnx.Module]
+
+    def __init__(self, config: ViTConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
+                 seed: int = 0, **network_kwargs: Any) -> None:
+        if not isinstance(config, ViTConfig):
+            raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
+        self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
+        self._network_kwargs = network_kwargs
+        abstract = nnx.eval_shape(lambda: self.network_class(config, **network_kwargs, dtype=dtype, param_dtype=param_dtype))
+        self._graphdef, abstract_state = nnx.split(abstract)
+        self._abstract_state = abstract_state
+        self.params = jax.tree_util.tree_map(
+            lambda x: jnp.zeros(x.shape, x.dtype), _state_to_params(nnx.to_pure_dict(abstract_state))
+        )
+        self.gradient_checkpointing = False
+        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+        if not init_is_skipped():
+            self.init_weights(seed)
+
+    # -- the pure function behind __call__
+    def _network(self, params: dict) -> nnx.Module:
+        state = jax.tree_util.tree_map(lambda leaf: leaf, self._abstract_state)  # a copy: the original stays abstract
+        nnx.replace_by_pure_dict(state, _params_to_state(params))
+        network = nnx.merge(self._graphdef, state)
+        self._encoder_of(network).gradient_checkpointing = self.gradient_checkpointing
+        return network
+
+    def _apply(self, params, pixel_values, extra, dropout_rng, static):
+        grid, output_attentions, output_hidden_states, train = static
+        rngs = nnx.Rngs(dropout=dropout_rng) if train and dropout_rng is not None else None
+        network = self._network(params)
+        return network(pixel_values.astype(self.dtype), grid, *extra, output_attentions=output_attentions,
+                       output_hidden_states=output_hidden_states, rngs=rngs)
+
+    @staticmethod
+    def _encoder_of(network: nnx.Module) -> FlaxViTEncoder:
+        return network.encoder if isinstance(network, _ViTNetwork) else network.vit.encoder
+
+    def _prepare(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding):
+        pixel_values = jnp.asarray(pixel_values) if not isinstance(pixel_values, jax.Array) else pixel_values
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        if not jnp.issubdtype(pixel_values.dtype, jnp.floating):
+            raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
+        if not isinstance(pixel_values, jax.core.Tracer) and not bool(jnp.isfinite(pixel_values).all()):
+            raise ValueError("pixel_values holds NaN or infinite values.")
+        if bool_masked_pos is not None:
+            bool_masked_pos = jnp.asarray(bool_masked_pos)
+            check_mask(tuple(bool_masked_pos.shape), pixel_values.shape[0], grid[0] * grid[1])
+        if head_mask is not None:
+            head_mask = jnp.asarray(head_mask)
+            check_head_mask(tuple(head_mask.shape), self.config)
+            if head_mask.ndim == 1:
+                head_mask = jnp.broadcast_to(head_mask, (self.config.num_hidden_layers, head_mask.shape[0]))
+            head_mask = head_mask[:, None, :, None, None]
+        return pixel_values, grid, bool_masked_pos, head_mask
+
+    def _run(self, pixel_values, extra: tuple, grid, params, dropout_rng, train, output_attentions,
+             output_hidden_states, return_dict):
+        if train and dropout_rng is None and (self.config.hidden_dropout_prob or self.config.attention_probs_dropout_prob):
+            raise ValueError("train=True with dropout needs dropout_rng=jax.random.key(...).")
+        static = (grid, bool(output_attentions), bool(output_hidden_states), bool(train))
+        output = self._jitted(self.params if params is None else params, pixel_values, extra, dropout_rng, static)
+        return output if return_dict is not False else output.to_tuple()
+
+    # -- PretrainedMixin
+    def canonical_state_dict(self) -> dict[str, np.ndarray]:
+        flat = flatten(self.params)
+        out = {}
+        for name, spec in self.parameter_specs().items():
+            array = np.asarray(flat[layout_name(spec, "flax")], dtype=np.float32)
+            out[name] = from_layout(array, spec.kind, spec.leaf, "flax")
+        return out
+
+    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        specs = self.parameter_specs()
+        flat = flatten(self.params)
+        for name, array in state.items():
+            spec = specs[name]
+            flat[layout_name(spec, "flax")] = jnp.asarray(to_layout(np.asarray(array), spec.kind, spec.leaf, "flax"),
+                                                          dtype=self.param_dtype)
+        self.params = nest(flat)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block in the backward pass (`nnx.remat`) to save memory."""
+        self.gradient_checkpointing = True
+        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+
+    def save_pretrained(self, save_directory, formats=("safetensors",), **kwargs: Any) -> None:
+        super().save_pretrained(save_directory, formats, **kwargs)
+
+
+class FlaxViTModel(FlaxViTPreTrainedModel):
+    """The bare ViT encoder in JAX: `last_hidden_state` and, with the pooling layer, `pooler_output`.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, FlaxViTModel
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64)
+        >>> model = FlaxViTModel(config)
+        >>> model(np.zeros((1, 3, 32, 32), np.float32)).last_hidden_state.shape
+        (1, 17, 32)
+    """
+
+    head = "base"
+    hf_architecture = "ViTModel"
+    network_class = _ViTNetwork
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = False,
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
+        super().__init__(config, dtype, param_dtype, seed, add_pooling_layer=add_pooling_layer, use_mask_token=use_mask_token)
+
+    def __call__(self, pixel_values, bool_masked_pos=None, head_mask=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                 return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
+        pixel_values, grid, bool_masked_pos, head_mask = self._prepare(pixel_values, bool_masked_pos, head_mask,
+                                                                       interpolate_pos_encoding)
+        if bool_masked_pos is not None and not self.use_mask_token:
+            raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
+        return self._run(pixel_values, (bool_masked_pos, head_mask), grid, params, dropout_rng, train,
+                         output_attentions, output_hidden_states, return_dict)
+
+
+class FlaxViTForMaskedImageModeling(FlaxViTPreTrainedModel):
+    """ViT with SimMIM's decoder in JAX (HF has none in Flax): reconstructs the pixels of masked patches.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, FlaxViTForMaskedImageModeling
+        >>> config = ViTConfig(image_size=32, patch_size=8, encoder_stride=8, hidden_size=32,
+        ...                    num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        >>> model = FlaxViTForMaskedImageModeling(config)
+        >>> mask = np.zeros((1, 16), bool); mask[:, ::2] = True
+        >>> model(np.zeros((1, 3, 32, 32), np.float32), bool_masked_pos=mask).reconstruction.shape
+        (1, 3, 32, 32)
+    """
+
+    head = "mim"
+    hf_architecture = "ViTForMaskedImageModeling"
+    network_class = _MaskedImageModelingNetwork
+
+    def __init__(self, config: ViTConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        super().__init__(config, dtype, param_dtype, seed)
+
+    def __call__(self, pixel_values, bool_masked_pos=None, head_mask=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                 return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
+        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
+            raise ValueError(
+                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
+                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
+            )
+        pixel_values, grid, bool_masked_pos, head_mask = self._prepare(pixel_values, bool_masked_pos, head_mask,
+                                                                       interpolate_pos_encoding)
+        return self._run(pixel_values, (bool_masked_pos, head_mask), grid, params, dropout_rng, train,
+                         output_attentions, output_hidden_states, return_dict)
+
+
+class FlaxViTForImageClassification(FlaxViTPreTrainedModel):
+    """ViT with a linear classifier on the pooled token; `labels` give a loss by `problem_type`.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, FlaxViTForImageClassification
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+        >>> model = FlaxViTForImageClassification(config)
+        >>> model(np.zeros((2, 3, 32, 32), np.float32), labels=np.array([1, 2])).logits.shape
+        (2, 10)
+    """
+
+    head = "classification"
+    hf_architecture = "ViTForImageClassification"
+    network_class = _ImageClassificationNetwork
+
+    def __init__(self, config: ViTConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        self.num_labels = config.num_labels
+        super().__init__(config, dtype, param_dtype, seed)
+
+    def __call__(self, pixel_values, head_mask=None, labels=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                 return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
+        pixel_values, grid, _, head_mask = self._prepare(pixel_values, None, head_mask, interpolate_pos_encoding)
+        labels = jnp.asarray(labels) if labels is not None else None
+        return self._run(pixel_values, (labels, head_mask), grid, params, dropout_rng, train,
+                         output_attentions, output_hidden_states, return_dict)

@@ -1,0 +1,660 @@
+"""The Vision Transformer in TensorFlow / Keras 3, laid out like `src/vit/pt/modeling.py`.
+
+Sublayers carry HF TF's names (`vit/encoder/layer_._0/attention/attention/query/kernel`), so the
+variables map to the canonical names through the one parameter table. Every numeric constant (LayerNorm
+eps, GELU flavour) comes from the config, never from a Keras default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..config import ViTConfig
+from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+from ..params import from_layout, layout_name, to_layout
+from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
+from ..resize import resize_matrix
+
+ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+    "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * tf.sigmoid(1.702 * x),
+    "relu": tf.nn.relu,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+
+
+def resize_positions(pos: tf.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> tf.Tensor:
+    """Bicubic resize of a (1, H*W, D) grid with torch's numbers, via the shared matrices."""
+    mh = tf.constant(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype)
+    mw = tf.constant(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype)
+    grid = tf.reshape(pos, (old_grid[0], old_grid[1], -1))
+    grid = tf.einsum("ah,hwd->awd", mh, grid)
+    grid = tf.einsum("bw,awd->abd", mw, grid)
+    return tf.reshape(grid, (1, new_grid[0] * new_grid[1], -1))
+
+
+# ------------------------------------------------------------------------ primitives (torch has them built in)
+class Dense(keras.layers.Layer):
+    """y = x @ kernel + bias, with the kernel (in, out) created up front."""
+
+    def __init__(self, in_features: int, out_features: int, use_bias: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = self.add_weight(shape=(in_features, out_features), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(out_features,), initializer="zeros", name="bias") if use_bias else None
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.matmul(x, self.kernel)
+        return y + self.bias if self.bias is not None else y
+
+
+class LayerNorm(keras.layers.Layer):
+    """LayerNorm over the last axis with the config's eps (Keras' default of 1e-3 is never used)."""
+
+    def __init__(self, size: int, eps: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eps = eps
+        self.gamma = self.add_weight(shape=(size,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(size,), initializer="zeros", name="beta")
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(variance + self.eps) * self.gamma + self.beta
+
+
+# ------------------------------------------------------------------------------------------------ model
+class TFViTPatchEmbeddings(keras.layers.Layer):
+    """Cuts the NCHW image into patches and projects each: one matmul, with the conv kernel in HWIO."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patch_hw, self.num_channels = config.patch_hw, config.num_channels
+        ph, pw = config.patch_hw
+        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, name="projection")
+        self.built = True
+
+    def call(self, pixel_values: tf.Tensor) -> tf.Tensor:
+        (ph, pw), c = self.patch_hw, self.num_channels
+        b, gh, gw = tf.shape(pixel_values)[0], pixel_values.shape[2] // ph, pixel_values.shape[3] // pw
+        x = pixel_values[:, :, : gh * ph, : gw * pw]
+        x = tf.reshape(x, (b, c, gh, ph, gw, pw))
+        x = tf.transpose(x, (0, 2, 4, 3, 5, 1))  # (b, gh, gw, ph, pw, c): the kernel's (h, w, in) order
+        x = tf.reshape(x, (b, gh * gw, ph * pw * c))
+        return self.projection(x)
+
+
+class _ConvProjection(keras.layers.Layer):
+    """The patch projection's kernel (ph, pw, C, D), applied to flattened patches as a matmul."""
+
+    def __init__(self, ph: int, pw: int, channels: int, hidden: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = self.add_weight(shape=(ph, pw, channels, hidden), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(hidden,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, patches: tf.Tensor) -> tf.Tensor:
+        kernel = tf.reshape(self.kernel, (-1, self.kernel.shape[-1]))
+        return tf.matmul(patches, kernel) + self.bias
+
+
+class TFViTEmbeddings(keras.layers.Layer):
+    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+
+    def __init__(self, config: ViTConfig, use_mask_token: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        d = config.hidden_size
+        self.cls_token = self.add_weight(shape=(1, 1, d), initializer="zeros", name="cls_token") if config.class_token else None
+        self.mask_token = self.add_weight(shape=(1, 1, d), initializer="zeros", name="mask_token") if use_mask_token else None
+        self.patch_embeddings = TFViTPatchEmbeddings(config, name="patch_embeddings")
+        self.position_embeddings = self.add_weight(
+            shape=(1, config.num_patches + config.num_prefix_tokens, d), initializer="zeros", name="position_embeddings"
+        )
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.built = True
+
+    def interpolate_pos_encoding(self, grid: tuple[int, int]) -> tf.Tensor:
+        """Position embeddings for a patch grid, bicubic-resized (HF PyTorch's numbers) when needed."""
+        if grid == self.config.grid_hw:
+            return self.position_embeddings
+        prefix = self.config.num_prefix_tokens
+        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid)
+        return tf.concat([self.position_embeddings[:, :prefix], patches], axis=1)
+
+    def call(self, pixel_values: tf.Tensor, grid: tuple[int, int], bool_masked_pos: tf.Tensor | None = None,
+             training: bool = False) -> tf.Tensor:
+        embeddings = self.patch_embeddings(pixel_values)
+        if bool_masked_pos is not None:
+            mask = tf.cast(bool_masked_pos, embeddings.dtype)[:, :, None]
+            embeddings = embeddings * (1.0 - mask) + tf.cast(self.mask_token, embeddings.dtype) * mask
+        if self.cls_token is not None:
+            cls = tf.tile(tf.cast(self.cls_token, embeddings.dtype), (tf.shape(embeddings)[0], 1, 1))
+            embeddings = tf.concat([cls, embeddings], axis=1)
+        embeddings = embeddings + tf.cast(self.interpolate_pos_encoding(grid), embeddings.dtype)
+        return self.dropout(embeddings, training=training)
+
+
+class TFViTSelfAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        d = config.hidden_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = Dense(d, d, config.qkv_bias, name="query")
+        self.key = Dense(d, d, config.qkv_bias, name="key")
+        self.value = Dense(d, d, config.qkv_bias, name="value")
+        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
+        self.built = True
+
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
+        x = tf.reshape(x, (tf.shape(x)[0], -1, self.num_heads, self.head_dim))
+        return tf.transpose(x, (0, 2, 1, 3))
+
+    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
+             training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
+        scores = tf.matmul(q, k, transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        probs = tf.nn.softmax(scores, axis=-1)
+        dropped = self.dropout(probs, training=training)
+        if head_mask is not None:
+            dropped = dropped * tf.cast(head_mask, dropped.dtype)
+        context = tf.transpose(tf.matmul(dropped, v), (0, 2, 1, 3))
+        context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
+        return context, probs if output_attentions else None
+
+
+class TFViTSelfOutput(keras.layers.Layer):
+    """The attention's output projection; the residual is added in TFViTLayer."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(config.hidden_size, config.hidden_size, name="dense")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.dropout(self.dense(hidden_states), training=training)
+
+
+class TFViTAttention(keras.layers.Layer):
+    """Self-attention followed by its output projection."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.self_attention = TFViTSelfAttention(config, name="attention")
+        self.dense_output = TFViTSelfOutput(config, name="output")
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
+             training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        context, probs = self.self_attention(hidden_states, head_mask=head_mask, output_attentions=output_attentions,
+                                           training=training)
+        return self.dense_output(context, training=training), probs
+
+
+class TFViTIntermediate(keras.layers.Layer):
+    """The MLP's expansion and activation."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(config.hidden_size, config.intermediate_size, name="dense")
+        self.activation = ACTIVATIONS[config.hidden_act]
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
+        return self.activation(self.dense(hidden_states))
+
+
+class TFViTOutput(keras.layers.Layer):
+    """The MLP's projection back to hidden_size, plus the residual."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(config.intermediate_size, config.hidden_size, name="dense")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, residual: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.dropout(self.dense(hidden_states), training=training) + residual
+
+
+class TFViTLayer(keras.layers.Layer):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.attention = TFViTAttention(config, name="attention")
+        self.intermediate = TFViTIntermediate(config, name="intermediate")
+        self.vit_output = TFViTOutput(config, name="output")
+        self.layernorm_before = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm_before")
+        self.layernorm_after = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm_after")
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
+             training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask=head_mask,
+                                         output_attentions=output_attentions, training=training)
+        hidden_states = attended + hidden_states
+        mlp = self.intermediate(self.layernorm_after(hidden_states))
+        return self.vit_output(mlp, residual=hidden_states, training=training), probs
+
+
+class TFViTEncoder(keras.layers.Layer):
+    """The stack of blocks; collects hidden states and attention maps on request."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.layer = [TFViTLayer(config, name=f"layer_._{i}") for i in range(config.num_hidden_layers)]
+        self.gradient_checkpointing = False
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
+             output_hidden_states: bool = False, training: bool = False):
+        all_hidden = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layer):
+            layer_mask = head_mask[i] if head_mask is not None else None
+            if self.gradient_checkpointing and training and not output_attentions:
+                # Recompute the block's activations in the backward pass instead of storing them.
+                run = tf.recompute_grad(lambda h, layer=layer, m=layer_mask: layer(h, head_mask=m, training=True)[0])
+                hidden_states, probs = run(hidden_states), None
+            else:
+                hidden_states, probs = layer(hidden_states, head_mask=layer_mask, output_attentions=output_attentions,
+                                             training=training)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+        return hidden_states, all_hidden, all_attentions
+
+
+class TFViTPooler(keras.layers.Layer):
+    """Dense + activation on the pooled token (HF's pooler; the original code's pre-logits)."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dense = Dense(config.hidden_size, config.pooler_output_size, name="dense")
+        self.activation = ACTIVATIONS[config.pooler_act]
+        self.built = True
+
+    def call(self, pooled: tf.Tensor) -> tf.Tensor:
+        return self.activation(self.dense(pooled))
+
+
+class PixelShuffle(keras.layers.Layer):
+    """Depth to space with a (rows, cols) factor, in torch's NCHW channel order."""
+
+    def __init__(self, factor: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor = factor
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        (sh, sw), (c, h, w) = self.factor, x.shape[1:]
+        b = tf.shape(x)[0]
+        x = tf.reshape(x, (b, c // (sh * sw), sh, sw, h, w))
+        x = tf.transpose(x, (0, 1, 4, 2, 5, 3))
+        return tf.reshape(x, (b, c // (sh * sw), h * sh, w * sw))
+
+
+class _Conv1x1NCHW(keras.layers.Layer):
+    """A 1x1 convolution on NCHW maps (kernel (1, 1, in, out), as Keras stores convolutions)."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel = self.add_weight(shape=(1, 1, in_channels, out_channels), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(out_channels,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.einsum("bchw,co->bohw", x, self.kernel[0, 0]) + self.bias[None, :, None, None]
+
+
+class _Decoder(keras.layers.Layer):
+    """HF's `decoder` Sequential: sublayer "0" is the 1x1 convolution, "1" the pixel shuffle."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        sh, sw = config.stride_hw
+        self.conv = _Conv1x1NCHW(config.hidden_size, sh * sw * config.num_channels, name="0")
+        self.shuffle = PixelShuffle((sh, sw), name="1")
+        self.built = True
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.shuffle(self.conv(x))
+
+
+def _named_variables(layer: keras.layers.Layer, prefix: str = "") -> dict[str, Any]:
+    """{HF TF path: variable}, from the sublayers' names (HF TF's), e.g. `encoder/layer_._0/.../kernel`."""
+    found = {prefix + v.name: v for v in layer._trainable_variables + layer._non_trainable_variables}
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        found.update(_named_variables(child, prefix + child.name + "/"))
+    return found
+
+
+class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
+    """Shared by the TensorFlow models: construction from a config, checkpoint I/O, training and export."""
+
+    config_class = ViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
+        if not isinstance(config, ViTConfig):
+            raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
+        super().__init__(dtype=dtype, **kwargs)
+        self.config = config
+
+    def post_init(self) -> None:
+        self.built = True
+        self._variables_by_name = _named_variables(self)
+        if not init_is_skipped():
+            self.init_weights(seed=int(np.random.default_rng().integers(2**31 - 1)))
+
+    def _canonical_variables(self) -> dict[str, tuple[Any, Any]]:
+        """{canonical name: (spec, keras variable)} through the parameter table."""
+        out = {}
+        for name, spec in self.parameter_specs().items():
+            tf_name = layout_name(spec, "tf")
+            if self.head == "base" and tf_name.startswith("vit/"):
+                tf_name = tf_name[4:]
+            out[name] = (spec, self._variables_by_name[tf_name])
+        return out
+
+    def canonical_state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            name: from_layout(np.asarray(var.numpy(), dtype=np.float32), spec.kind, spec.leaf, "tf")
+            for name, (spec, var) in self._canonical_variables().items()
+        }
+
+    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        variables = self._canonical_variables()
+        for name, array in state.items():
+            spec, var = variables[name]
+            var.assign(to_layout(np.asarray(array), spec.kind, spec.leaf, "tf").astype(var.dtype))
+
+    def canonical_name_of(self) -> dict[int, str]:
+        """{id(variable): canonical name}, e.g. to label gradients from `self.trainable_variables`."""
+        return {id(var): name for name, (_, var) in self._canonical_variables().items()}
+
+    def gradient_checkpointing_enable(self) -> None:
+        self._encoder().gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._encoder().gradient_checkpointing = False
+
+    def _encoder(self) -> TFViTEncoder:
+        return self.encoder if isinstance(self, TFViTModel) else self.vit.encoder
+
+    def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        pixel_values = tf.convert_to_tensor(pixel_values)
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        if not pixel_values.dtype.is_floating:
+            raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype.name}; use ViTImageProcessor.")
+        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
+            raise ValueError("pixel_values holds NaN or infinite values.")
+        if bool_masked_pos is not None:
+            bool_masked_pos = tf.convert_to_tensor(bool_masked_pos)
+            check_mask(tuple(bool_masked_pos.shape), pixel_values.shape[0], grid[0] * grid[1])
+        if head_mask is not None:
+            head_mask = tf.convert_to_tensor(head_mask)
+            check_head_mask(tuple(head_mask.shape), self.config)
+            if head_mask.shape.rank == 1:
+                head_mask = tf.tile(head_mask[None], (self.config.num_hidden_layers, 1))
+            head_mask = head_mask[:, None, :, None, None]
+        return tf.cast(pixel_values, self.compute_dtype), grid, bool_masked_pos, head_mask
+
+    # Keras training: the loss comes from the labels, as in HF's TF models.
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            loss = self._step_loss(x, y, training=True)
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._track_loss(loss)
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._track_loss(self._step_loss(x, y, training=False))
+
+    def _step_loss(self, x, y, training: bool):
+        kwargs = dict(x) if isinstance(x, dict) else {"pixel_values": x}
+        if y is not None:
+            kwargs["labels"] = y
+        return self(**kwargs, training=training).loss
+
+    def _track_loss(self, loss):
+        if not hasattr(self, "_loss_mean"):
+            self._loss_mean = keras.metrics.Mean(name="loss")
+        self._loss_mean.update_state(loss)
+        return {"loss": self._loss_mean.result()}
+
+    @property
+    def metrics(self):
+        return [self._loss_mean] if hasattr(self, "_loss_mean") else []
+
+    def export(self, filepath: str | os.PathLike, format: str = "tf_saved_model", **kwargs: Any) -> None:
+        """Write a SavedModel whose `serve(pixel_values)` returns the output fields as a dict."""
+        h, w = self.config.image_hw
+        signature = [tf.TensorSpec((None, self.config.num_channels, h, w), tf.float32, name="pixel_values")]
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+
+        def serve(pixel_values):
+            return dict(self(pixel_values, training=False).items())
+
+        archive.add_endpoint("serve", serve, input_signature=signature)
+        archive.write_out(os.fspath(filepath))
+
+
+class TFViTModel(TFViTPreTrainedModel):
+    """The bare ViT encoder in Keras: `last_hidden_state` and, with the pooling layer, `pooler_output`.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, TFViTModel
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64)
+        >>> model = TFViTModel(config)
+        >>> model(np.zeros((1, 3, 32, 32), np.float32)).last_hidden_state.shape
+        TensorShape([1, 17, 32])
+    """
+
+    head = "base"
+    hf_architecture = "ViTModel"
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = False,
+                 dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, dtype=dtype, **kwargs)
+        self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
+        self.embeddings = TFViTEmbeddings(config, use_mask_token, name="embeddings")
+        self.encoder = TFViTEncoder(config, name="encoder")
+        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm") if not config.use_fc_norm else None
+        self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, name="fc_norm") if config.use_fc_norm else None
+        self.pooler = TFViTPooler(config, name="pooler") if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> TFViTPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    def forward_features(self, pixel_values, bool_masked_pos=None, interpolate_pos_encoding: bool = False) -> tf.Tensor:
+        """The normalised token sequence (batch, tokens, hidden)."""
+        return self(pixel_values, bool_masked_pos=bool_masked_pos,
+                    interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
+
+    def pool(self, sequence: tf.Tensor) -> tf.Tensor:
+        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        if self.config.pooling == "cls":
+            return sequence[:, 0]
+        pooled = tf.reduce_mean(sequence[:, self.config.num_prefix_tokens:], axis=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
+    def call(
+        self,
+        pixel_values,
+        bool_masked_pos=None,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ):
+        pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(
+            pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding
+        )
+        if bool_masked_pos is not None and self.embeddings.mask_token is None:
+            raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
+        embedded = self.embeddings(pixel_values, grid=grid, bool_masked_pos=bool_masked_pos, training=training)
+        sequence, hidden_states, attentions = self.encoder(
+            embedded, head_mask=head_mask, output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states), training=training,
+        )
+        if self.layernorm is not None:
+            sequence = self.layernorm(sequence)
+        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class TFViTForMaskedImageModeling(TFViTPreTrainedModel):
+    """ViT with SimMIM's decoder in Keras (HF has none in TF): reconstructs the pixels of masked patches.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, TFViTForMaskedImageModeling
+        >>> config = ViTConfig(image_size=32, patch_size=8, encoder_stride=8, hidden_size=32,
+        ...                    num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        >>> model = TFViTForMaskedImageModeling(config)
+        >>> mask = np.zeros((1, 16), bool); mask[:, ::2] = True
+        >>> model(np.zeros((1, 3, 32, 32), np.float32), bool_masked_pos=mask).reconstruction.shape
+        TensorShape([1, 3, 32, 32])
+    """
+
+    head = "mim"
+    hf_architecture = "ViTForMaskedImageModeling"
+
+    def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, dtype=dtype, **kwargs)
+        with skip_init():
+            self.vit = TFViTModel(config, add_pooling_layer=False, use_mask_token=True, dtype=dtype, name="vit")
+        self.decoder = _Decoder(config, name="decoder")
+        self.post_init()
+
+    def call(
+        self,
+        pixel_values,
+        bool_masked_pos=None,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ):
+        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
+            raise ValueError(
+                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
+                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
+            )
+        outputs = self.vit(pixel_values, bool_masked_pos=bool_masked_pos, head_mask=head_mask,
+                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                           interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, training=training)
+        pixel_values = tf.cast(tf.convert_to_tensor(pixel_values), self.compute_dtype)
+        (ph, pw) = self.config.patch_hw
+        grid = (pixel_values.shape[2] // ph, pixel_values.shape[3] // pw)
+        patches = outputs.last_hidden_state[:, self.config.num_prefix_tokens:]
+        feature_map = tf.reshape(tf.transpose(patches, (0, 2, 1)), (tf.shape(patches)[0], -1, *grid))
+        reconstruction = self.decoder(feature_map)
+        loss = None
+        if bool_masked_pos is not None:
+            mask = tf.reshape(tf.cast(bool_masked_pos, reconstruction.dtype), (-1, *grid))
+            mask = tf.repeat(tf.repeat(mask, ph, axis=1), pw, axis=2)[:, None]
+            target = pixel_values[:, :, : grid[0] * ph, : grid[1] * pw]
+            l1 = tf.abs(target - reconstruction)
+            loss = tf.reduce_sum(l1 * mask) / (tf.reduce_sum(mask) + 1e-5) / self.config.num_channels
+        output = MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class TFViTForImageClassification(TFViTPreTrainedModel):
+    """ViT with a linear classifier on the pooled token; `labels` give a loss by `problem_type`.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, TFViTForImageClassification
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+        >>> model = TFViTForImageClassification(config)
+        >>> model(np.zeros((2, 3, 32, 32), np.float32), labels=np.array([1, 2])).logits.shape
+        TensorShape([2, 10])
+    """
+
+    head = "classification"
+    hf_architecture = "ViTForImageClassification"
+
+    def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, dtype=dtype, **kwargs)
+        self.num_labels = config.num_labels
+        with skip_init():
+            self.vit = TFViTModel(config, add_pooling_layer=config.classifier_input == "pooler", dtype=dtype, name="vit")
+        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        self.classifier = Dense(width, config.num_labels, name="classifier") if config.num_labels > 0 else None
+        self.post_init()
+
+    def forward_head(self, outputs: BaseModelOutputWithPooling) -> tf.Tensor:
+        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        return self.classifier(features) if self.classifier is not None else features
+
+    def call(
+        self,
+        pixel_values,
+        head_mask=None,
+        labels=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ):
+        outputs = self.vit(pixel_values, head_mask=head_mask, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+                           return_dict=True, training=training)
+        logits = self.forward_head(outputs)
+        loss = self.loss_from_labels(logits, labels) if labels is not None else None
+        output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+    def loss_from_labels(self, logits: tf.Tensor, labels) -> tf.Tensor:
+        """The same losses and mean reduction as the PyTorch twin."""
+        labels = tf.convert_to_tensor(labels)
+        logits = tf.cast(logits, tf.float32)
+        problem = resolve_problem_type(self.config, labels.dtype.is_integer)
+        if problem == "regression":
+            labels = tf.cast(labels, logits.dtype)
+            if self.num_labels == 1:
+                return tf.reduce_mean(tf.square(tf.squeeze(logits) - tf.squeeze(labels)))
+            return tf.reduce_mean(tf.square(logits - labels))
+        if problem == "single_label_classification":
+            flat = tf.reshape(tf.cast(labels, tf.int32), (-1,))
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(flat, tf.reshape(logits, (-1, self.num_labels))))
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits))

@@ -1,0 +1,39 @@
+"""Shared fixtures: the conformance vectors, small configs, and one adapter per framework."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from frameworks import FRAMEWORKS  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HF = FIXTURES / "vit-tiny-p8-32"
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def framework(request):
+    """Each test that takes this runs once per framework."""
+    pytest.importorskip({"pt": "torch", "tf": "tensorflow", "flax": "flax"}[request.param])
+    return request.param
+
+
+@pytest.fixture
+def tiny_config():
+    from vit import ViTConfig
+
+    return ViTConfig(
+        image_size=32, patch_size=8, encoder_stride=8, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=10,
+    )
+
+
+def expected(name: str) -> dict[str, np.ndarray]:
+    return dict(np.load(HF / name / "expected.npz"))

@@ -1,0 +1,88 @@
+"""One adapter per framework, so a test is written once and parametrized over pt, tf and flax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FRAMEWORKS = ("pt", "tf", "flax")
+PREFIX = {"pt": "", "tf": "TF", "flax": "Flax"}
+CLASS_NAMES = {"base": "ViTModel", "classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling"}
+
+
+def model_class(framework: str, head: str):
+    import vit
+
+    return getattr(vit, PREFIX[framework] + CLASS_NAMES[head])
+
+
+def to_numpy(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return tuple(to_numpy(v) for v in value)
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def to_framework(framework: str, array: Any) -> Any:
+    if array is None:
+        return None
+    array = np.asarray(array)
+    if framework == "pt":
+        import torch
+
+        return torch.from_numpy(array.copy())
+    if framework == "tf":
+        import tensorflow as tf
+
+        return tf.constant(array)
+    import jax.numpy as jnp
+
+    return jnp.asarray(array)
+
+
+def run(framework: str, model, pixel_values, **kwargs) -> dict[str, Any]:
+    """Call the model on NumPy inputs and return its output fields as NumPy (tuples for per-layer values)."""
+    inputs = {k: to_framework(framework, v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    pixels = to_framework(framework, pixel_values)
+    if framework == "pt":
+        import torch
+
+        with torch.no_grad():
+            out = model(pixels, **inputs)
+    else:
+        out = model(pixels, **inputs)
+    if isinstance(out, tuple):
+        return {"tuple": to_numpy(out)}
+    return {k: to_numpy(v) for k, v in out.items()}
+
+
+def canonical_state(model) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in model.canonical_state_dict().items()}
+
+
+def build(framework: str, head: str, config, **kwargs):
+    """A model from a config; eval mode in PyTorch."""
+    model = model_class(framework, head)(config, **kwargs)
+    return model.eval() if framework == "pt" else model
+
+
+def load(framework: str, head: str, path, **kwargs):
+    model = model_class(framework, head).from_pretrained(path, **kwargs)
+    return model.eval() if framework == "pt" else model
+
+
+def loss_and_grads(framework: str, model, pixel_values, labels) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss and its gradient w.r.t. every parameter, by canonical name, in canonical layout."""
+    if framework == "pt":
+        import torch
+
+        model.zero_grad()
+        out = model(torch.from_numpy(pixel_values), labels=torch.from_numpy(labels))
+        out.loss.backward()
+        grads = {n: p.grad.detach().numpy() for n, p in model.named_parameters() if p.grad is not None}
+        return float(out.loss), grads
+    return model.loss_and_canonical_grads(pixel_values, labels)
