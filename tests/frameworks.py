@@ -75,14 +75,39 @@ def load(framework: str, head: str, path, **kwargs):
     return model.eval() if framework == "pt" else model
 
 
-def loss_and_grads(framework: str, model, pixel_values, labels) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss and its gradient w.r.t. every parameter, by canonical name, in canonical layout."""
+def loss_and_grads(framework: str, model, pixel_values: np.ndarray, **inputs: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """The loss (from labels or bool_masked_pos) and its gradient w.r.t. every parameter, canonical names and layout."""
+    from vit.params import from_layout, state_from_layout
+
     if framework == "pt":
         import torch
 
         model.zero_grad()
-        out = model(torch.from_numpy(pixel_values), labels=torch.from_numpy(labels))
+        out = model(torch.from_numpy(pixel_values), **{k: torch.from_numpy(v) for k, v in inputs.items()})
         out.loss.backward()
-        grads = {n: p.grad.detach().numpy() for n, p in model.named_parameters() if p.grad is not None}
-        return float(out.loss), grads
-    return model.loss_and_canonical_grads(pixel_values, labels)
+        return float(out.loss), {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+    if framework == "tf":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = model(pixel_values, **inputs, training=False).loss
+        variables = model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        names, specs = model.canonical_name_of(), model.parameter_specs()
+        out = {}
+        for var, grad in zip(variables, grads, strict=True):
+            if id(var) in names and grad is not None:
+                spec = specs[names[id(var)]]
+                out[spec.name] = from_layout(np.asarray(tf.convert_to_tensor(grad)), spec.kind, spec.leaf, "tf")
+        return float(loss), out
+    import jax
+
+    from vit.params import flatten
+
+    def loss_fn(params):
+        return model(pixel_values, **inputs, params=params).loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(model.params)
+    state, unknown = state_from_layout({k: np.asarray(v) for k, v in flatten(grads).items()}, model.config, "flax")
+    assert not unknown, unknown
+    return float(loss), state

@@ -137,7 +137,7 @@ def model_modules(
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if add_pooling_layer is None:
-        add_pooling_layer = head == "base" or config.classifier_input == "pooler"
+        add_pooling_layer = head == "base" or (head == "classification" and config.classifier_input == "pooler")
     if use_mask_token is None:
         use_mask_token = head == "mim"
     wanted = []
