@@ -266,7 +266,7 @@ class ViTConfig:
                 f"(e.g. {self.hidden_size // 64 or 1})."
             )
         (h, w), (ph, pw) = self.image_hw, self.patch_hw
-        self.stride_hw  # validates encoder_stride
+        to_pair(self.encoder_stride, "encoder_stride")
         if h % ph or w % pw:
             raise ConfigError(
                 f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}; "

@@ -22,7 +22,6 @@ from .errors import ConfigError
 from .files import resolve_local_folder
 from .params import parameter_specs
 
-
 _SKIP_INIT = contextvars.ContextVar("vit_skip_init", default=False)
 
 

@@ -416,7 +416,7 @@ class ViTImageProcessor:
             raise ConfigError(f"input_data_format must be 'channels_first' or 'channels_last', got {input_data_format!r}.")
         else:
             first, last = array.shape[0] in _CHANNEL_COUNTS, array.shape[-1] in _CHANNEL_COUNTS
-            if first and last and array.shape[0] != array.shape[-1]:
+            if first and last:
                 raise ImageError(
                     f"{_describe(image, index)} has shape {array.shape}: both the first and last axes could be "
                     "channels. Pass input_data_format='channels_first' or 'channels_last'."

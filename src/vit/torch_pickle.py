@@ -113,7 +113,7 @@ def _load_with_torch(path: str) -> dict:
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     """Read a `pytorch_model.bin` into NumPy arrays, refusing pickles that carry code."""
     try:
-        state = _load_with_torch(path) if "torch" in sys.modules else _load_without_torch(path)
+        state = _load_with_torch(path) if sys.modules.get("torch") is not None else _load_without_torch(path)
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as err:

@@ -36,7 +36,7 @@ def make_config(name: str) -> ViTConfig:
     return ViTConfig(**{**BASE, **CONFIGS[name]})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def weights(config_name: str, head: str) -> dict[str, np.ndarray]:
     """Random weights where every tensor matters (biases, norms and tokens perturbed away from their init)."""
     config = make_config(config_name)
@@ -57,7 +57,7 @@ def inputs(config: ViTConfig, scale: tuple[int, int] = (0, 0)) -> dict[str, np.n
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model(framework: str, config_name: str, head: str):
     config = make_config(config_name)
     m = build(framework, head, config)
@@ -65,7 +65,7 @@ def model(framework: str, config_name: str, head: str):
     return m
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def outputs(framework: str, config_name: str, head: str, interpolated: bool) -> dict:
     config = make_config(config_name)
     data = inputs(config, (1, 2) if interpolated else (0, 0))

@@ -8,7 +8,6 @@ order; every numeric constant comes from the config.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch

@@ -1,0 +1,125 @@
+"""Behaviour that every framework shares, written once and run for pt, tf and flax."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HF, expected
+from frameworks import build, canonical_state, load, run
+
+from vit import ImageError, ViTConfig
+
+PIXELS = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+
+
+def reference_logits(config, state, pixels, **kwargs):
+    from frameworks import build as build_model
+
+    torch_model = build_model("pt", "classification", config)
+    torch_model.load_canonical_state_dict(state)
+    return run("pt", torch_model, pixels, **kwargs)
+
+
+@pytest.mark.parametrize("head", ["base", "classification", "mim"])
+def test_save_and_reload(framework, head, tiny_config, tmp_path):
+    model = build(framework, head, tiny_config)
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["config.json", "model.safetensors"]
+    again = load(framework, head, tmp_path)
+    a, b = canonical_state(model), canonical_state(again)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_init_in_every_framework(framework, tiny_config):
+    from vit.checkpoint import init_state
+
+    model = build(framework, "classification", tiny_config)
+    model.init_weights(seed=7)
+    reference = init_state(tiny_config, model.parameter_specs(), seed=7)
+    state = canonical_state(model)
+    assert all(np.array_equal(state[k], reference[k]) for k in reference)
+    assert model.num_parameters() == sum(v.size for v in reference.values())
+
+
+def test_head_mask_matches_pytorch(framework):
+    e = expected("classification")
+    head_mask = np.array([[1, 0, 1, 1], [0.5, 1, 1, 0]], np.float32)
+    model = load(framework, "classification", HF / "classification" / "safetensors")
+    out = run(framework, model, e["pixel_values"], head_mask=head_mask, output_attentions=True)
+    ref = run("pt", load("pt", "classification", HF / "classification" / "safetensors"), e["pixel_values"],
+              head_mask=head_mask, output_attentions=True)
+    assert np.max(np.abs(out["logits"] - ref["logits"])) <= 1e-5
+    assert np.max(np.abs(out["logits"] - e["logits"])) > 1e-3  # the mask really changed something
+    one_row = run(framework, model, e["pixel_values"], head_mask=np.array([1, 0, 1, 1], np.float32))["logits"]
+    assert one_row.shape == (3, 10)
+
+
+@pytest.mark.parametrize("problem, labels", [
+    ("regression", np.array([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], np.float32)),
+    ("multi_label_classification", np.array([[1, 0, 1], [0, 1, 1]], np.float32)),
+    ("single_label_classification", np.array([2, 0])),
+])
+def test_losses_follow_problem_type(framework, tiny_config, problem, labels):
+    config = tiny_config.copy(num_labels=3, problem_type=problem)
+    model = build(framework, "classification", config)
+    out = run(framework, model, PIXELS, labels=labels)
+    logits = out["logits"].astype(np.float64)
+    if problem == "regression":
+        ref = np.mean((logits - labels) ** 2)
+    elif problem == "multi_label_classification":
+        ref = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
+    else:
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        ref = -np.mean(log_probs[np.arange(2), labels])
+    assert abs(float(out["loss"]) - ref) <= 1e-5
+
+
+def test_single_label_regression(framework, tiny_config):
+    model = build(framework, "classification", tiny_config.copy(num_labels=1))
+    labels = np.array([0.3, -0.2], np.float32)
+    out = run(framework, model, PIXELS, labels=labels)
+    assert abs(float(out["loss"]) - np.mean((out["logits"][:, 0] - labels) ** 2)) <= 1e-6
+
+
+def test_mim_on_a_non_square_grid_and_patch(framework):
+    config = ViTConfig(image_size=[24, 40], patch_size=[8, 4], encoder_stride=[8, 4], hidden_size=16,
+                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    model = build(framework, "mim", config)
+    mask = np.zeros((2, 30), bool)
+    mask[:, ::3] = True
+    out = run(framework, model, np.ones((2, 3, 24, 40), np.float32), bool_masked_pos=mask)
+    assert out["reconstruction"].shape == (2, 3, 24, 40) and np.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("shape, kwargs, message", [
+    ((2, 4, 32, 32), {}, "4 channels but the model expects num_channels=3"),
+    ((2, 32, 32, 3), {}, "channels-last"),
+    ((2, 3, 48, 48), {}, "interpolate_pos_encoding=True"),
+    ((3, 32, 32), {}, "4 dimensions"),
+    ((2, 3, 4, 4), {"interpolate_pos_encoding": True}, "smaller than one patch"),
+])
+def test_bad_pixel_values_are_named(framework, tiny_config, shape, kwargs, message):
+    model = build(framework, "classification", tiny_config)
+    with pytest.raises(ImageError, match=message):
+        run(framework, model, np.zeros(shape, np.float32), **kwargs)
+
+
+def test_non_finite_pixels_are_refused(framework, tiny_config):
+    model = build(framework, "base", tiny_config)
+    bad = PIXELS.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        run(framework, model, bad)
+
+
+def test_mask_shape_is_checked(framework, tiny_config):
+    model = build(framework, "mim", tiny_config)
+    with pytest.raises(ImageError, match="bool_masked_pos"):
+        run(framework, model, PIXELS, bool_masked_pos=np.zeros((2, 15), bool))
+
+
+def test_batch_of_one_and_empty_batch(framework, tiny_config):
+    model = build(framework, "classification", tiny_config)
+    assert run(framework, model, PIXELS[:1])["logits"].shape == (1, 10)
+    assert run(framework, model, PIXELS[:0])["logits"].shape == (0, 10)

@@ -1,0 +1,127 @@
+"""ViTImageProcessor: HF's numbers on real photos, every input kind, options, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FIXTURES
+from PIL import Image
+
+from vit import ImageError, ViTFeatureExtractor, ViTImageProcessor
+
+IMAGES = FIXTURES / "image_processor"
+MANIFEST = json.loads((IMAGES / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("variant", list(MANIFEST["variants"]))
+def test_reproduces_hf_processor(variant):
+    processor = ViTImageProcessor.from_pretrained(IMAGES / f"{variant}_config")
+    # HF was given Image.open(f).convert("RGB"); so are we, for a like-for-like comparison.
+    images = [Image.open(IMAGES / "images" / name).convert("RGB") for name in MANIFEST["images_per_variant"][variant]]
+    out = processor(images, return_tensors="np")["pixel_values"]
+    reference = np.load(IMAGES / f"{variant}.npy")
+    assert out.shape == reference.shape and out.dtype == np.float32
+    assert np.max(np.abs(out - reference)) <= 1e-5
+
+
+def test_paths_arrays_and_pil_agree():
+    processor = ViTImageProcessor(size=64)
+    path = IMAGES / "images" / "rocket.jpg"
+    pil = Image.open(path).convert("RGB")
+    hwc = np.asarray(pil)
+    chw = hwc.transpose(2, 0, 1)
+    outs = [processor(x, return_tensors="np").pixel_values for x in (str(path), path, pil, hwc, chw)]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_framework_tensors_are_accepted(framework):
+    from frameworks import to_framework
+
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    processor = ViTImageProcessor(size=32)
+    expected = processor(image).pixel_values
+    np.testing.assert_array_equal(processor(to_framework(framework, image)).pixel_values, expected)
+
+
+def test_return_tensors(framework):
+    processor = ViTImageProcessor(size=32)
+    out = processor(np.zeros((40, 40, 3), np.uint8), return_tensors=framework if framework != "flax" else "jax")
+    assert tuple(out["pixel_values"].shape) == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "CMYK", "1", "YCbCr", "PA"])
+def test_every_pil_mode_becomes_rgb(mode):
+    rgb = Image.open(IMAGES / "images" / "astronaut.png").convert("RGB").resize((40, 30))
+    image = rgb.convert(mode) if mode not in ("I;16", "PA") else (
+        Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257) if mode == "I;16" else rgb.convert("P").convert("PA")
+    )
+    out = ViTImageProcessor(size=32)(image).pixel_values
+    assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
+
+
+def test_alpha_is_composited_on_white():
+    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    out = ViTImageProcessor(size=16)(transparent).pixel_values
+    np.testing.assert_allclose(out, 1.0)  # white, normalised with mean = std = 0.5
+    grey_alpha = np.zeros((16, 16, 4), np.uint8)
+    np.testing.assert_allclose(ViTImageProcessor(size=16)(grey_alpha).pixel_values, 1.0)
+
+
+def test_grayscale_array_and_channels_last_output():
+    processor = ViTImageProcessor(size={"height": 20, "width": 30})
+    out = processor(np.full((10, 12), 255, np.uint8), data_format="channels_last").pixel_values
+    assert out.shape == (1, 20, 30, 3)
+    np.testing.assert_allclose(out, 1.0)
+
+
+def test_lists_of_different_sizes_are_batched():
+    processor = ViTImageProcessor(size=24)
+    images = [np.zeros((30, 40, 3), np.uint8), np.zeros((50, 20, 3), np.uint8), Image.new("L", (9, 70))]
+    assert processor(images, return_tensors="np").pixel_values.shape == (3, 3, 24, 24)
+    unresized = processor(images[:2], do_resize=False)
+    assert isinstance(unresized.pixel_values, list)
+
+
+def test_float_input_is_resized_without_quantising():
+    image = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32) * 255
+    out = ViTImageProcessor(size=40)(image).pixel_values
+    np.testing.assert_allclose(out[0], (image.transpose(2, 0, 1) / 255 - 0.5) / 0.5, atol=1e-5)
+    with pytest.warns(UserWarning, match="already rescaled"):
+        ViTImageProcessor(size=40)(image / 255)
+
+
+def test_options_override_per_call_and_save_load(tmp_path):
+    processor = ViTImageProcessor(size=32, resample="bicubic", image_mean=[0.1, 0.2, 0.3], image_std=[0.3, 0.2, 0.1])
+    processor.save_pretrained(tmp_path)
+    again = ViTImageProcessor.from_pretrained(tmp_path)
+    assert again.to_dict() == processor.to_dict() and again.resample == 3
+    image = np.full((8, 8, 3), 255, np.uint8)
+    out = again(image, do_normalize=False, size=8).pixel_values
+    np.testing.assert_allclose(out, 1.0)
+
+
+def test_feature_extractor_is_a_deprecated_alias():
+    with pytest.warns(FutureWarning, match="ViTImageProcessor"):
+        extractor = ViTFeatureExtractor(size=16)
+    assert isinstance(extractor, ViTImageProcessor)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 2, 2, 2, 3), np.uint8), "shape"),
+    (np.zeros((10, 10, 5), np.uint8), "no axis of 1, 3 or 4"),
+    (np.zeros((3, 10, 3), np.uint8), "input_data_format"),
+    (np.full((10, 10, 3), np.nan, np.float32), "NaN"),
+    (np.zeros((10, 10, 3), complex), "dtype"),
+    ("no-such-image.png", "not found"),
+    (12, "not an image"),
+])
+def test_bad_input_is_named(bad, message):
+    with pytest.raises(ImageError, match=message):
+        ViTImageProcessor(size=8)(bad)
+
+
+def test_empty_batch_gives_an_empty_array():
+    assert ViTImageProcessor(size=8)([], return_tensors="np").pixel_values.shape == (0, 3, 8, 8)
