@@ -123,3 +123,17 @@ def test_batch_of_one_and_empty_batch(framework, tiny_config):
     model = build(framework, "classification", tiny_config)
     assert run(framework, model, PIXELS[:1])["logits"].shape == (1, 10)
     assert run(framework, model, PIXELS[:0])["logits"].shape == (0, 10)
+
+
+@pytest.mark.parametrize("fmt, filename", [("tf", "tf_model.h5"), ("flax", "flax_model.msgpack"), ("pt", "pytorch_model.bin")])
+def test_legacy_formats_on_request(framework, fmt, filename, tmp_path):
+    pytest.importorskip("torch") if fmt == "pt" else None
+    model = load(framework, "classification", HF / "classification" / "safetensors")
+    model.save_pretrained(tmp_path, formats=("safetensors", fmt))
+    assert (tmp_path / filename).is_file() and (tmp_path / "model.safetensors").is_file()
+    e = expected("classification")
+    for other in ("pt", "tf", "flax"):
+        pytest.importorskip({"pt": "torch", "tf": "tensorflow", "flax": "flax"}[other])
+    (tmp_path / "model.safetensors").unlink()
+    again = load(framework, "classification", tmp_path)
+    assert np.max(np.abs(run(framework, again, e["pixel_values"])["logits"] - e["logits"])) <= 1e-5

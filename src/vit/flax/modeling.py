@@ -474,7 +474,8 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not jnp.issubdtype(pixel_values.dtype, jnp.floating):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
-        if not isinstance(pixel_values, jax.core.Tracer) and not bool(jnp.isfinite(pixel_values).all()):
+        # Only concrete inputs can be checked; under the caller's jit the values are not known yet.
+        if not isinstance(pixel_values, jax.core.Tracer) and not np.isfinite(np.asarray(pixel_values)).all():
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
             bool_masked_pos = jnp.asarray(bool_masked_pos)

@@ -1,0 +1,106 @@
+"""Flax specifics: optax training under jit, params= inside jit/grad/vmap, remat, dtypes, dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HF, expected
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+jnp = jax.numpy
+
+from vit import FlaxViTForImageClassification, FlaxViTModel, ViTConfig  # noqa: E402
+
+SMALL = dict(image_size=16, patch_size=8, encoder_stride=8, hidden_size=16, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=32, num_labels=3)
+
+
+def classifier(**kwargs) -> FlaxViTForImageClassification:
+    return FlaxViTForImageClassification.from_pretrained(HF / "classification" / "safetensors", **kwargs)
+
+
+def test_jitted_optax_steps_lower_the_loss():
+    model = FlaxViTForImageClassification(ViTConfig(**SMALL, hidden_dropout_prob=0.1), seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3, 16, 16)).astype(np.float32), rng.integers(0, 3, 16)
+    optimizer = optax.adam(1e-3)
+    params, opt_state = model.params, optimizer.init(model.params)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        loss, grads = jax.value_and_grad(lambda p: model(x, labels=y, params=p, train=True, dropout_rng=key).loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for i in range(10):
+        params, opt_state, loss = step(params, opt_state, jax.random.key(i))
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+def test_params_work_inside_user_jit_grad_and_vmap():
+    e = expected("classification")
+    model = classifier()
+    pixels = jnp.asarray(e["pixel_values"])
+    logits = jax.jit(lambda p, x: model(x, params=p).logits)(model.params, pixels)
+    assert np.max(np.abs(np.asarray(logits) - e["logits"])) <= 1e-5
+    loss = jax.jit(lambda p: model(pixels, labels=e["labels"], params=p).loss)(model.params)
+    assert abs(float(loss) - float(e["loss"])) <= 1e-5
+    per_image = jax.vmap(lambda x: model(x[None], params=model.params).logits[0])(pixels)
+    assert np.max(np.abs(np.asarray(per_image) - e["logits"])) <= 1e-5
+    grads = jax.grad(lambda p: model(pixels, labels=e["labels"], params=p).loss)(model.params)
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(model.params)
+
+
+def test_params_are_hf_flax_layout_and_editable():
+    model = FlaxViTModel.from_pretrained(HF / "base" / "flax_msgpack")
+    kernel = model.params["encoder"]["layer"]["0"]["attention"]["attention"]["query"]["kernel"]
+    assert kernel.shape == (32, 32)
+    e = expected("base")
+    before = np.asarray(model(e["pixel_values"]).pooler_output)
+    model.params["pooler"]["dense"]["bias"] = model.params["pooler"]["dense"]["bias"] + 1.0
+    after = np.asarray(model(e["pixel_values"]).pooler_output)
+    assert np.max(np.abs(after - before)) > 1e-3
+
+
+def test_remat_gives_the_same_gradients():
+    e = expected("classification")
+    grads = []
+    for remat in (False, True):
+        model = classifier()
+        if remat:
+            model.gradient_checkpointing_enable()
+        g = jax.grad(lambda p, m=model: m(e["pixel_values"], labels=e["labels"], params=p).loss)(model.params)
+        grads.append(jax.tree_util.tree_leaves(g))
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_bfloat16_compute_and_params():
+    e = expected("classification")
+    mixed = classifier(dtype=jnp.bfloat16)
+    assert mixed.params["classifier"]["kernel"].dtype == jnp.float32
+    logits = mixed(e["pixel_values"]).logits
+    assert logits.dtype == jnp.bfloat16 and np.max(np.abs(np.asarray(logits, np.float32) - e["logits"])) < 0.1
+    low = classifier(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    assert low.params["classifier"]["kernel"].dtype == jnp.bfloat16
+
+
+def test_dropout_needs_a_key_and_uses_it():
+    model = FlaxViTForImageClassification(ViTConfig(**SMALL, hidden_dropout_prob=0.5))
+    x = np.ones((2, 3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="dropout_rng"):
+        model(x, train=True)
+    a = model(x, train=True, dropout_rng=jax.random.key(0)).logits
+    b = model(x, train=True, dropout_rng=jax.random.key(1)).logits
+    c = model(x).logits
+    assert not np.allclose(a, b) and np.allclose(c, model(x).logits)
+
+
+def test_compiled_call_is_cached_per_shape():
+    model = FlaxViTForImageClassification(ViTConfig(**SMALL))
+    for batch in (1, 2, 1, 2):
+        model(np.zeros((batch, 3, 16, 16), np.float32))
+    assert model._jitted._cache_size() == 2

@@ -1,0 +1,109 @@
+"""TensorFlow specifics: Keras fit, XLA, SavedModel export, recompute_grad, mixed precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HF, expected
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from vit import TFViTForImageClassification, TFViTForMaskedImageModeling, ViTConfig  # noqa: E402
+
+SMALL = dict(image_size=16, patch_size=8, encoder_stride=8, hidden_size=16, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=32, num_labels=3)
+
+
+def classifier() -> TFViTForImageClassification:
+    return TFViTForImageClassification.from_pretrained(HF / "classification" / "safetensors")
+
+
+def test_fit_lowers_the_loss_from_labels():
+    keras.utils.set_random_seed(0)
+    model = TFViTForImageClassification(ViTConfig(**SMALL))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x, y, batch_size=8, epochs=4, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    assert "loss" in model.evaluate(x, y, verbose=0, return_dict=True)
+
+
+def test_mim_fits_without_labels():
+    model = TFViTForMaskedImageModeling(ViTConfig(**SMALL))
+    x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    mask = np.zeros((8, 4), bool)
+    mask[:, :2] = True
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit({"pixel_values": x, "bool_masked_pos": mask}, epochs=3, batch_size=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_xla_forward_and_train_step_match_eager():
+    e = expected("classification")
+    model = classifier()
+    forward = tf.function(lambda x: model(x).logits, jit_compile=True)
+    assert np.max(np.abs(forward(e["pixel_values"]).numpy() - e["logits"])) <= 1e-5
+    interp = tf.function(lambda x: model(x, interpolate_pos_encoding=True).logits, jit_compile=True)
+    assert np.max(np.abs(interp(e["pixel_values_interp"]).numpy() - e["logits_interp"])) <= 1e-5
+
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function(jit_compile=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = model(x, labels=y, training=True).loss
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    first = float(train_step(e["pixel_values"], e["labels"]))
+    assert abs(first - float(e["loss"])) <= 1e-5
+    for _ in range(3):
+        last = float(train_step(e["pixel_values"], e["labels"]))
+    assert last < first
+
+
+def test_saved_model_round_trip(tmp_path):
+    e = expected("classification")
+    model = classifier()
+    model.export(tmp_path / "saved")
+    reloaded = tf.saved_model.load(str(tmp_path / "saved"))
+    logits = reloaded.serve(tf.constant(e["pixel_values"]))["logits"].numpy()
+    assert np.max(np.abs(logits - e["logits"])) <= 1e-5
+
+
+def test_recompute_grad_gives_the_same_gradients():
+    e = expected("classification")
+    grads = []
+    for checkpointing in (False, True):
+        model = classifier()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        with tf.GradientTape() as tape:
+            loss = model(e["pixel_values"], labels=e["labels"], training=True).loss
+        grads.append([g.numpy() for g in tape.gradient(loss, model.trainable_variables)])
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_mixed_bfloat16_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = classifier()
+        e = expected("classification")
+        out = model(e["pixel_values"], labels=e["labels"])
+        assert model.trainable_variables[0].dtype == "float32"
+        assert out.logits.dtype == tf.bfloat16
+        assert np.max(np.abs(tf.cast(out.logits, tf.float32).numpy() - e["logits"])) < 0.1
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_qkv_bias_false_is_respected():
+    model = TFViTForImageClassification(ViTConfig(**SMALL, qkv_bias=False))
+    names = {v.path for v in model.trainable_variables}
+    assert not any("query/bias" in n for n in names)
+    assert "vit.encoder.layer.0.attention.attention.query.bias" not in model.canonical_state_dict()
