@@ -42,6 +42,9 @@ class Module:
     # Which models own it: "backbone" (all), "layer" (all, once per layer), "mask_token" (ViTModel with
     # use_mask_token), "pooler" (ViTModel with add_pooling_layer), or a head ("classification", "mim").
     scope: str = "backbone"
+    # The original JAX code keeps attention projections per head: "out" splits the output axis into
+    # (heads, head_dim) (query/key/value), "in" splits the input axis (the output projection).
+    jax_heads: str | None = None
 
 
 MODULES: tuple[Module, ...] = (
@@ -51,13 +54,13 @@ MODULES: tuple[Module, ...] = (
     Module("embeddings.patch_embeddings.projection", CONV, "patch_embed.proj", "embedding"),
     Module("encoder.layer.{i}.layernorm_before", NORM, "blocks.{i}.norm1", "Transformer/encoderblock_{i}/LayerNorm_0", "layer"),
     Module("encoder.layer.{i}.attention.attention.query", DENSE, "blocks.{i}.attn.qkv#0",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query", "layer"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query", "layer", "out"),
     Module("encoder.layer.{i}.attention.attention.key", DENSE, "blocks.{i}.attn.qkv#1",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/key", "layer"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/key", "layer", "out"),
     Module("encoder.layer.{i}.attention.attention.value", DENSE, "blocks.{i}.attn.qkv#2",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/value", "layer"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/value", "layer", "out"),
     Module("encoder.layer.{i}.attention.output.dense", DENSE, "blocks.{i}.attn.proj",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/out", "layer"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/out", "layer", "in"),
     Module("encoder.layer.{i}.layernorm_after", NORM, "blocks.{i}.norm2", "Transformer/encoderblock_{i}/LayerNorm_2", "layer"),
     Module("encoder.layer.{i}.intermediate.dense", DENSE, "blocks.{i}.mlp.fc1",
            "Transformer/encoderblock_{i}/MlpBlock_3/Dense_0", "layer"),
@@ -65,7 +68,7 @@ MODULES: tuple[Module, ...] = (
            "Transformer/encoderblock_{i}/MlpBlock_3/Dense_1", "layer"),
     Module("layernorm", NORM, "norm", "Transformer/encoder_norm"),
     Module("fc_norm", NORM, "fc_norm", None),
-    Module("pooler.dense", DENSE, None, "pre_logits", scope="pooler"),
+    Module("pooler.dense", DENSE, "pre_logits.fc", "pre_logits", scope="pooler"),
     Module("classifier", DENSE, "head", "head", scope="classification"),
     Module("decoder.0", CONV, None, None, scope="mim"),
 )
