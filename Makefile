@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint
+.PHONY: install test lint equivalence bench demo
 
 install:
 	python3 -m venv $(VENV)
@@ -16,3 +16,6 @@ test:
 
 lint:
 	$(PY) -m ruff check src tests conversion benchmarks
+
+equivalence:
+	$(PY) tests/equivalence/matrix.py

@@ -85,20 +85,29 @@ def _resize_if_needed(state: dict[str, np.ndarray], config: ViTConfig, source_gr
                                                  method).astype(state[name].dtype)
 
 
-def _grid_from_positions(n_patches: int, patch_hw: tuple[int, int], image_size: Any, what: str) -> tuple[int, int]:
-    side = int(round(n_patches**0.5))
-    if side * side == n_patches:
-        return side, side
-    if image_size is None:
-        raise CheckpointError(
-            f"The {what} position embedding has {n_patches} patch positions, not a square grid; pass "
-            "--image-size HEIGHT WIDTH (image_size=[h, w]) with the size it was trained at."
-        )
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    grid = (h // patch_hw[0], w // patch_hw[1])
-    if grid[0] * grid[1] != n_patches:
-        raise CheckpointError(f"image_size {image_size} gives {grid[0] * grid[1]} patches, but the checkpoint has {n_patches}.")
-    return grid
+def _position_layout(rows: int, class_token: bool, patch_hw: tuple[int, int], image_size: Any,
+                     what: str) -> tuple[tuple[int, int], bool]:
+    """(patch grid, whether the first row belongs to the class token) of a position embedding with `rows` rows.
+
+    An `image_size` whose grid fits the rows says which; otherwise a square grid is inferred, and
+    `image_size` is only the size to resize to.
+    """
+    if image_size is not None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        grid = (h // patch_hw[0], w // patch_hw[1])
+        if class_token and grid[0] * grid[1] == rows - 1:
+            return grid, True
+        if grid[0] * grid[1] == rows:
+            return grid, False
+    for has_class_row in ((True, False) if class_token else (False,)):
+        n = rows - int(has_class_row)
+        side = int(round(n**0.5))
+        if side * side == n:
+            return (side, side), has_class_row
+    raise CheckpointError(
+        f"The {what} position embedding has {rows} rows, which is not a square grid of patches; pass "
+        "--image-size HEIGHT WIDTH (image_size=[h, w]) with the size it was trained at."
+    )
 
 
 # --------------------------------------------------------------------------------------------------- timm
@@ -137,13 +146,12 @@ def from_timm(
                       "--num-attention-heads if the model differs.", stacklevel=2)
     class_token = "cls_token" in state
     fc_norm = "fc_norm.weight" in state
-    n_positions = state["pos_embed"].shape[1]
-    n_patches = n_positions - (1 if class_token else 0)
-    if class_token and _is_square(n_positions) and not _is_square(n_patches):
+    grid, has_class_row = _position_layout(state["pos_embed"].shape[1], class_token, (ph, pw), image_size, "timm")
+    if class_token and not has_class_row:
         raise CheckpointError(
-            "timm tensor 'pos_embed' has no class-token row (no_embed_class=True), which vit does not support."
+            "timm tensor 'pos_embed' has no class-token row (no_embed_class=True), which vit does not support. "
+            "If the model has a class row on a non-square grid instead, pass --image-size HEIGHT WIDTH."
         )
-    grid = _grid_from_positions(n_patches, (ph, pw), image_size if not isinstance(image_size, int) else None, "timm")
     if pooling is None:
         pooling = "mean" if fc_norm or not class_token else "cls"
     if fc_norm and pooling != "mean":
@@ -268,12 +276,10 @@ def from_jax(
     heads = a[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]
     class_token = "cls" in a
     pos = a["Transformer/posembed_input/pos_embedding"]
-    if class_token and _is_square(pos.shape[1]) and not _is_square(pos.shape[1] - 1):
+    grid, has_class_row = _position_layout(pos.shape[1], class_token, (ph, pw), image_size, "original")
+    if class_token and not has_class_row:
         # big_vision adds the position embedding before prepending the class token: its row is zero.
-        pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
-        a["Transformer/posembed_input/pos_embedding"] = pos
-    n_patches = pos.shape[1] - (1 if class_token else 0)
-    grid = _grid_from_positions(n_patches, (ph, pw), image_size if not isinstance(image_size, int) else None, "original")
+        a["Transformer/posembed_input/pos_embedding"] = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
     labels = a["head/kernel"].shape[1] if "head/kernel" in a else 0
     if num_labels is not None and num_labels != labels:
         raise CheckpointError(f"The checkpoint's head has {labels} classes but --num-labels says {num_labels}.")
@@ -305,10 +311,6 @@ def from_jax(
     size = dict(zip(("height", "width"), config.image_hw, strict=True))
     recipe = ViTImageProcessor(size=size, resample=2, image_mean=[0.5] * channels, image_std=[0.5] * channels)
     return Converted(config, canonical, recipe)
-
-
-def _is_square(n: int) -> bool:
-    return int(round(n**0.5)) ** 2 == n
 
 
 def to_jax(state: dict[str, np.ndarray], config: ViTConfig, numbering: str = "old") -> dict[str, np.ndarray]:

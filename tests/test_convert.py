@@ -1,0 +1,218 @@
+"""Conversion: timm and original-JAX checkpoints load exactly in every framework, and export back bit-exact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FIXTURES
+from frameworks import load, run
+from safetensors.numpy import load_file
+
+from vit import CheckpointError, ViTConfig
+from vit.checkpoint import init_state, read_canonical
+from vit.convert import convert_checkpoint, from_jax, from_timm, to_jax, to_timm
+from vit.params import parameter_specs
+
+ROOT = Path(__file__).parent.parent
+TIMM = FIXTURES / "timm-vit-tiny-p8-32"
+OFFICIAL = FIXTURES / "official-vit-tiny-p8-32"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "conversion" / "convert.py"), *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def timm_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("timm")
+    result = cli(str(TIMM / "model.safetensors"), str(out), "--num-attention-heads", "4")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def official_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("official")
+    result = cli("--from", "jax", str(OFFICIAL / "checkpoint.npz"), str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_timm_logits_and_features_reproduce(framework, timm_dir):
+    e = np.load(TIMM / "expected.npz")
+    model = load(framework, "classification", timm_dir)
+    out = run(framework, model, e["pixel_values"], output_hidden_states=True)
+    assert np.max(np.abs(out["logits"] - e["logits"])) <= 1e-5
+    base = load(framework, "base", timm_dir, add_pooling_layer=False)
+    features = run(framework, base, e["pixel_values"])["last_hidden_state"]
+    assert np.max(np.abs(features - e["forward_features"])) <= 1e-5
+
+
+def test_original_jax_logits_reproduce_exactly(framework, official_dir):
+    e = np.load(OFFICIAL / "expected.npz")
+    out = run(framework, load(framework, "classification", official_dir), e["pixel_values"])
+    assert np.max(np.abs(out["logits"] - e["logits"])) <= 1e-5
+    assert np.max(np.abs(out["logits"] - e["logits"])) <= 2e-6  # exact GELU and eps: round-off only
+
+
+def test_converted_folders_carry_the_recipe(timm_dir, official_dir):
+    from vit import ViTImageProcessor
+
+    assert ViTImageProcessor.from_pretrained(timm_dir).resample == 3
+    jax_recipe = ViTImageProcessor.from_pretrained(official_dir)
+    assert jax_recipe.resample == 2 and jax_recipe.image_mean == [0.5, 0.5, 0.5]
+    config = ViTConfig.from_pretrained(official_dir)
+    assert config.hidden_act == "gelu_pytorch_tanh" and config.layer_norm_eps == 1e-6
+    assert ViTConfig.from_pretrained(timm_dir).layer_norm_eps == 1e-6
+
+
+def test_timm_round_trip_is_bit_exact():
+    state = load_file(str(TIMM / "model.safetensors"))
+    converted = from_timm(state, num_attention_heads=4)
+    back = to_timm(converted.state, converted.config)
+    assert set(back) == set(state)
+    for name in state:
+        np.testing.assert_array_equal(back[name], state[name], err_msg=name)
+
+
+@pytest.mark.parametrize("numbering", ["old", "new"])
+def test_jax_round_trip_is_bit_exact(numbering):
+    arrays = dict(np.load(OFFICIAL / "checkpoint.npz"))
+    converted = from_jax(arrays)
+    back = to_jax(converted.state, converted.config, numbering)
+    again = from_jax(back)
+    for name in converted.state:
+        np.testing.assert_array_equal(again.state[name], converted.state[name], err_msg=name)
+    if numbering == "old":
+        assert set(back) == set(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    else:
+        assert any("MultiHeadDotProductAttention_0" in k for k in back)
+
+
+def test_big_vision_layout_scanned_prefixed_and_without_class_row():
+    """big_vision: params/ prefix, scanned layers and no class row in the position embedding."""
+    arrays = dict(np.load(OFFICIAL / "checkpoint.npz"))
+    reference = from_jax(arrays)
+    new = to_jax(reference.state, reference.config, "new")
+    blocks = sorted({k.split("/")[1] for k in new if k.startswith("Transformer/encoderblock_")})
+    scanned = {}
+    for name, array in new.items():
+        if name.startswith("Transformer/encoderblock_0/"):
+            rest = name[len("Transformer/encoderblock_0/"):]
+            scanned[f"params/Transformer/encoderblock/{rest}"] = np.stack([new[f"Transformer/{b}/{rest}"] for b in blocks])
+        elif not name.startswith("Transformer/encoderblock_"):
+            scanned["params/" + name] = array
+    pos = scanned.pop("params/Transformer/posembed_input/pos_embedding")
+    scanned["params/pos_embedding"] = pos[:, 1:]
+    converted = from_jax(scanned)
+    for name, array in reference.state.items():
+        if name.endswith("position_embeddings"):
+            np.testing.assert_array_equal(converted.state[name][:, 1:], array[:, 1:])
+            assert not converted.state[name][:, 0].any()
+        else:
+            np.testing.assert_array_equal(converted.state[name], array, err_msg=name)
+
+
+def test_gap_and_pre_logits_variants(framework, tmp_path):
+    """'gap' pooling and a representation (pre-logits) layer, made from a random canonical model."""
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, num_labels=5, pooling="mean", class_token=False,
+                       classifier_input="pooler", pooler_output_size=24, hidden_act="gelu_pytorch_tanh",
+                       layer_norm_eps=1e-6)
+    state = init_state(config, parameter_specs(config, "classification"), seed=0)
+    arrays = to_jax(state, config)
+    assert "cls" not in arrays and arrays["pre_logits/kernel"].shape == (32, 24)
+    np.savez(tmp_path / "gap.npz", **arrays)
+    out_dir = tmp_path / "out"
+    convert_checkpoint(str(tmp_path / "gap.npz"), str(out_dir))
+    converted = ViTConfig.from_pretrained(out_dir)
+    assert converted.pooling == "mean" and not converted.class_token and converted.classifier_input == "pooler"
+    back = read_canonical(str(out_dir), converted)
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+    model = load(framework, "classification", out_dir)
+    assert run(framework, model, np.zeros((1, 3, 32, 32), np.float32))["logits"].shape == (1, 5)
+
+
+def test_timm_mean_pooling_with_fc_norm_and_no_qkv_bias(framework, tmp_path):
+    config = ViTConfig(image_size=[32, 48], patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, num_labels=3, pooling="mean", use_fc_norm=True, qkv_bias=False,
+                       layer_norm_eps=1e-6)
+    state = init_state(config, parameter_specs(config, "classification"), seed=0)
+    timm_state = to_timm(state, config)
+    assert "fc_norm.weight" in timm_state and "norm.weight" not in timm_state and "blocks.0.attn.qkv.bias" not in timm_state
+    with pytest.raises(CheckpointError, match="--image-size"):
+        from_timm(timm_state, num_attention_heads=4)
+    converted = from_timm(timm_state, num_attention_heads=4, image_size=[32, 48])
+    assert converted.config.pooling == "mean" and converted.config.use_fc_norm and not converted.config.qkv_bias
+    assert all(np.array_equal(converted.state[k], state[k]) for k in state)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"dist_token": np.zeros((1, 1, 32), np.float32)}, "dist_token"),
+    ({"head_dist.weight": np.zeros((10, 32), np.float32)}, "head_dist"),
+    ({"reg_token": np.zeros((1, 4, 32), np.float32)}, "reg_token"),
+    ({"blocks.0.ls1.gamma": np.zeros(32, np.float32)}, "layer scale"),
+    ({"blocks.0.attn.q_norm.weight": np.zeros(8, np.float32)}, "qk-norm"),
+    ({"attn_pool.latent": np.zeros((1, 1, 32), np.float32)}, "attention-pool"),
+    ({"blocks.0.mystery": np.zeros(3, np.float32)}, "blocks.0.mystery"),
+])
+def test_unsupported_timm_tensors_are_named(extra, message):
+    state = {**load_file(str(TIMM / "model.safetensors")), **extra}
+    with pytest.raises(CheckpointError, match=message):
+        from_timm(state, num_attention_heads=4)
+
+
+def test_timm_no_embed_class_is_refused():
+    state = load_file(str(TIMM / "model.safetensors"))
+    state["pos_embed"] = state["pos_embed"][:, 1:]
+    with pytest.raises(CheckpointError, match="no_embed_class"):
+        from_timm(state, num_attention_heads=4)
+
+
+def test_missing_head_count_names_the_flag(tmp_path):
+    result = cli(str(TIMM / "model.safetensors"), str(tmp_path / "out"))
+    assert result.returncode != 0 and "--num-attention-heads" in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_conflicting_label_count_names_the_flag(tmp_path):
+    result = cli("--from", "jax", str(OFFICIAL / "checkpoint.npz"), str(tmp_path), "--num-labels", "7")
+    assert result.returncode != 0 and "--num-labels" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["bicubic", "bicubic_antialias", "linear"])
+def test_resize_methods_agree_across_frameworks(official_dir, method):
+    """from_pretrained(image_size=48) with each resize method gives the same numbers in every framework."""
+    pixels = np.random.default_rng(0).normal(size=(1, 3, 48, 48)).astype(np.float32)
+    logits = [run(fw, load(fw, "classification", official_dir, image_size=48, pos_embed_resize=method), pixels)["logits"]
+              for fw in ("pt", "tf", "flax")]
+    assert all(np.max(np.abs(x - logits[0])) <= 1e-5 for x in logits)
+
+
+def test_image_size_at_conversion_equals_image_size_at_load(official_dir, tmp_path):
+    result = cli("--from", "jax", str(OFFICIAL / "checkpoint.npz"), str(tmp_path), "--image-size", "48")
+    assert result.returncode == 0, result.stderr
+    at_conversion = read_canonical(str(tmp_path), ViTConfig.from_pretrained(tmp_path))
+    at_load = load("pt", "classification", official_dir, image_size=48, pos_embed_resize="linear").canonical_state_dict()
+    name = "vit.embeddings.position_embeddings"
+    np.testing.assert_allclose(at_conversion[name], at_load[name], atol=1e-6)
+
+
+def test_export_cli_round_trip(timm_dir, tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "conversion" / "export.py"), "timm", str(timm_dir),
+                    str(tmp_path / "timm.safetensors")], check=True, capture_output=True)
+    exported, original = load_file(str(tmp_path / "timm.safetensors")), load_file(str(TIMM / "model.safetensors"))
+    assert set(exported) == set(original) and all(np.array_equal(exported[k], original[k]) for k in original)
+
+
+def test_hf_source_is_reencoded(tmp_path):
+    hf = FIXTURES / "vit-tiny-p8-32" / "classification" / "tf_h5"
+    result = cli(str(hf), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    a = read_canonical(str(tmp_path), ViTConfig.from_pretrained(tmp_path))
+    b = read_canonical(str(hf), ViTConfig.from_pretrained(hf))
+    assert all(np.array_equal(a[k], b[k]) for k in b)
