@@ -85,7 +85,7 @@ def loss_and_grads(framework: str, model, pixel_values: np.ndarray, **inputs: np
         model.zero_grad()
         out = model(torch.from_numpy(pixel_values), **{k: torch.from_numpy(v) for k, v in inputs.items()})
         out.loss.backward()
-        return float(out.loss), {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+        return float(out.loss.detach()), {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
     if framework == "tf":
         import tensorflow as tf
 

@@ -442,7 +442,7 @@ def _write_text(path: str, text: str) -> None:
 def _write_torch_bin(state: dict[str, np.ndarray], path: str) -> None:
     import torch
 
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, path)
+    torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}, path)
 
 
 def _flags_from_state(state: dict[str, np.ndarray], config: ViTConfig, head: str) -> tuple[bool, bool]:
