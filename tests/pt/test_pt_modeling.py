@@ -92,3 +92,29 @@ def test_manual_seed_makes_init_repeatable():
     torch.manual_seed(0)
     b = ViTModel(config).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_optimize_for_inference_gives_the_same_outputs():
+    e = expected("classification")
+    model = classifier()
+    fast = model.optimize_for_inference()
+    pixels = torch.from_numpy(e["pixel_values"])
+    out = fast(pixels).logits
+    assert not out.requires_grad and np.max(np.abs(out.numpy() - e["logits"])) <= 1e-5
+    assert all(p.requires_grad for p in model.parameters())  # the original is untouched
+
+
+def test_onednn_path_and_autograd_path_agree():
+    """Inference multiplies with packed oneDNN weights; training with autograd uses plain matmuls."""
+    e = expected("classification")
+    model = classifier()
+    pixels = torch.from_numpy(e["pixel_values"])
+    with torch.no_grad():
+        fast = model(pixels).logits
+    slow = model(pixels).logits  # autograd on: the plain path
+    assert slow.requires_grad and torch.allclose(fast, slow, atol=1e-5)
+    with torch.no_grad():
+        model.classifier.weight.mul_(2.0)  # a weight change invalidates the packed cache
+        model.vit.encoder.layer[0].attention.attention.query.weight.mul_(2.0)
+        again = model(pixels).logits
+    assert torch.allclose(again, model(pixels).logits, atol=1e-5)

@@ -7,6 +7,7 @@ order; every numeric constant comes from the config.
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 
@@ -317,6 +318,25 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         with torch.no_grad():
             for name, array in state.items():
                 own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
+
+    def optimize_for_inference(self) -> ViTPreTrainedModel:
+        """A frozen copy for float32 CPU inference: eval mode, no autograd, oneDNN weights packed up front.
+
+        The copy gives the same outputs as this model (to float32 round-off) and never builds autograd
+        graphs; the time it takes is the packing of every projection once. This model is left unchanged.
+        """
+        optimized = copy.deepcopy(self).eval().requires_grad_(False)
+        with torch.inference_mode():
+            for module in optimized.modules():
+                if isinstance(module, ViTSelfAttention):
+                    layers = (module.query, module.key, module.value)
+                elif isinstance(module, (ViTSelfOutput, ViTIntermediate, ViTOutput)):
+                    layers = (module.dense,)
+                else:
+                    continue
+                dense(torch.zeros(1, layers[0].in_features), layers)  # packs the weights and caches them
+        optimized.forward = torch.inference_mode()(optimized.forward)
+        return optimized
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for module in self.modules():

@@ -159,19 +159,21 @@ class TFViTSelfAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
         self.built = True
 
-    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.reshape(x, (tf.shape(x)[0], -1, self.num_heads, self.head_dim))
-        return tf.transpose(x, (0, 2, 1, 3))
-
     def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
              training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
-        q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
-        scores = tf.matmul(q, k, transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        # One matmul for query, key and value instead of three; einsums let XLA pick the layouts.
+        layers = (self.query, self.key, self.value)
+        qkv = tf.matmul(hidden_states, tf.concat([layer.kernel for layer in layers], axis=1))
+        if self.query.bias is not None:
+            qkv = qkv + tf.concat([layer.bias for layer in layers], axis=0)
+        qkv = tf.reshape(qkv, (tf.shape(qkv)[0], -1, 3, self.num_heads, self.head_dim))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         probs = tf.nn.softmax(scores, axis=-1)
         dropped = self.dropout(probs, training=training)
         if head_mask is not None:
             dropped = dropped * tf.cast(head_mask, dropped.dtype)
-        context = tf.transpose(tf.matmul(dropped, v), (0, 2, 1, 3))
+        context = tf.einsum("bhqk,bkhd->bqhd", dropped, v)
         context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
         return context, probs if output_attentions else None
 
