@@ -19,3 +19,8 @@ lint:
 
 equivalence:
 	$(PY) tests/equivalence/matrix.py
+
+bench:
+	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/report.py

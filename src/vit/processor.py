@@ -228,13 +228,44 @@ class ViTImageProcessor:
             input_data_format=input_data_format,
         )
         batch = self._as_list(images)
-        if len(batch) > 1 and (self.num_workers or 0) != 1:
-            workers = self.num_workers or min(len(batch), os.cpu_count() or 1, 8)
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                arrays = list(pool.map(lambda item: self._process_one(item[1], item[0], options), enumerate(batch)))
+        if options["do_resize"]:
+            # Every image ends up the same size: each worker normalises straight into its slot of the batch.
+            out = np.empty((len(batch), *self._output_shape(options)), dtype=np.float32)
+
+            def work(index: int) -> None:
+                self._normalise(self._process_one(batch[index], index, options), options, out=out[index])
+
+            self._map(work, len(batch))
+            return BatchFeature(pixel_values=self._to_tensors(out, return_tensors))
+        arrays: list[np.ndarray] = [np.empty(0)] * len(batch)
+
+        def work_unresized(index: int) -> None:
+            arrays[index] = self._normalise(self._process_one(batch[index], index, options), options)
+
+        self._map(work_unresized, len(batch))
+        return BatchFeature(pixel_values=self._stack(arrays, return_tensors))
+
+    @staticmethod
+    def _output_shape(options: dict) -> tuple[int, int, int]:
+        channels = 3 if len(options["image_mean"]) != 1 else 1
+        h, w = options["size"]["height"], options["size"]["width"]
+        return (h, w, channels) if options["channels_last"] else (channels, h, w)
+
+    def _map(self, work, count: int) -> None:
+        if count > 1 and (self.num_workers or 0) != 1:
+            list(self._pool().map(work, range(count)))
         else:
-            arrays = [self._process_one(image, i, options) for i, image in enumerate(batch)]
-        return BatchFeature(pixel_values=self._stack(arrays, return_tensors, options))
+            for index in range(count):
+                work(index)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """A thread pool kept for the processor's life: PIL releases the GIL while it decodes and resizes."""
+        if getattr(self, "_executor", None) is None:
+            with _OPEN_LOCK:
+                if getattr(self, "_executor", None) is None:
+                    workers = self.num_workers or min(os.cpu_count() or 1, 8)
+                    self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vit-processor")
+        return self._executor
 
     @staticmethod
     def _channels_last(data_format: Any) -> bool:
@@ -258,21 +289,18 @@ class ViTImageProcessor:
             return list(images)
         return [images]
 
-    def _stack(self, arrays: list[np.ndarray], return_tensors: str | None, options: dict) -> Any:
-        if not arrays:
-            c = len(options["image_mean"]) if len(options["image_mean"]) > 1 else 3
-            h, w = options["size"]["height"], options["size"]["width"]
-            shape = (0, h, w, c) if options["channels_last"] else (0, c, h, w)
-            stacked = np.zeros(shape, dtype=np.float32)
-        elif len({a.shape for a in arrays}) == 1:
-            stacked = np.stack(arrays)
-        elif return_tensors is None:
+    def _stack(self, arrays: list[np.ndarray], return_tensors: str | None) -> Any:
+        if len({a.shape for a in arrays}) <= 1:
+            return self._to_tensors(np.stack(arrays) if arrays else np.zeros((0, 3, 0, 0), np.float32), return_tensors)
+        if return_tensors is None:
             return arrays
-        else:
-            raise ImageError(
-                f"The images have different sizes {sorted({a.shape for a in arrays})} and cannot be stacked into "
-                "one tensor; turn on do_resize or pass return_tensors=None for a list."
-            )
+        raise ImageError(
+            f"The images have different sizes {sorted({a.shape for a in arrays})} and cannot be stacked into "
+            "one tensor; turn on do_resize or pass return_tensors=None for a list."
+        )
+
+    @staticmethod
+    def _to_tensors(stacked: np.ndarray, return_tensors: str | None) -> Any:
         if return_tensors in (None, "np"):
             return stacked
         if return_tensors == "pt":
@@ -316,9 +344,9 @@ class ViTImageProcessor:
                     "again; pass do_rescale=False.",
                     stacklevel=4,
                 )
-        return self._normalise(hwc, options)
+        return hwc
 
-    def _normalise(self, hwc: np.ndarray, options: dict) -> np.ndarray:
+    def _normalise(self, hwc: np.ndarray, options: dict, out: np.ndarray | None = None) -> np.ndarray:
         channels = hwc.shape[-1]
         mean = np.asarray(options["image_mean"], dtype=np.float32)
         std = np.asarray(options["image_std"], dtype=np.float32)
@@ -332,7 +360,7 @@ class ViTImageProcessor:
         layout = hwc if options["channels_last"] else hwc.transpose(2, 0, 1)
         shape = (1, 1, -1) if options["channels_last"] else (-1, 1, 1)
         # One fused multiply-add in float32: the same numbers as HF's rescale-then-normalise, one pass.
-        out = np.empty(layout.shape, dtype=np.float32)
+        out = np.empty(layout.shape, dtype=np.float32) if out is None else out
         np.multiply(layout, multiplier.astype(np.float32).reshape(shape), out=out, casting="unsafe")
         out += offset.astype(np.float32).reshape(shape)
         return out

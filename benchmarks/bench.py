@@ -1,0 +1,463 @@
+"""`make bench`: vit against its peers, side by side in one run, on this machine.
+
+Every comparison runs ours and the peer on the same weights and the same input, alternating A B A B so that
+drift on a shared machine cancels, and reports the median of several rounds and the ratio ours / peer.
+Results go to benchmarks/results/<date>.json; `benchmarks/report.py` turns them into the README's table and
+a chart.
+
+    python benchmarks/bench.py            # the full run (under 15 minutes here)
+    python benchmarks/bench.py --quick    # ViT-S/16 at batch 8 only, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+warnings.filterwarnings("ignore")
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+MODELS = {"S/16": "vit-small-patch16-224", "B/16": "vit-base-patch16-224"}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def timed_rounds(variants: dict[str, Callable[[], None]], images: int, rounds: int, min_seconds: float = 0.0) -> dict:
+    """Alternate the variants round by round; the median images/s of each."""
+    for run in variants.values():  # warm up (compilation, caches)
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            calls, start = 0, time.perf_counter()
+            while True:
+                run()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            samples[name].append(images * calls / elapsed)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ratio(results: dict, ours: str, peer: str) -> float | None:
+    if ours in results and peer in results and results[peer]:
+        return results[ours] / results[peer]
+    return None
+
+
+def vit_flops(config) -> float:
+    """Multiply-adds x 2 of one forward pass for one image."""
+    d, mlp, n = config.hidden_size, config.intermediate_size, config.num_patches + config.num_prefix_tokens
+    (ph, pw), c = config.patch_hw, config.num_channels
+    per_layer = n * (4 * d * d + 2 * d * mlp) + 2 * n * n * d
+    return 2.0 * (config.num_hidden_layers * per_layer + config.num_patches * ph * pw * c * d + d * config.num_labels)
+
+
+def peer_status() -> dict[str, str]:
+    status = {}
+    for name, module in (("transformers", "transformers"), ("tf_keras", "tf_keras"), ("timm", "timm")):
+        try:
+            __import__(module)
+            status[name] = "available"
+        except Exception as err:  # timm's torchvision fails to load beside torch 2.13 CPU
+            status[name] = f"not importable: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+    return status
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import jax
+    import keras
+    import tensorflow as tf
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "tensorflow": tf.__version__, "keras": keras.__version__, "jax": jax.__version__}
+
+
+# ------------------------------------------------------------------------------------------- matmul peak
+def matmul_peaks(n: int = 2048, rounds: int = 5) -> dict[str, float]:
+    """fp32 GFLOP/s of a large square matmul in each framework (torch's MKL and oneDNN both)."""
+    import jax
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import torch
+
+    a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+    ta = torch.from_numpy(a)
+    packed = torch.ops.mkldnn._reorder_linear_weight(ta)
+    tfa = tf.constant(a)
+    tf_mm = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+    ja = jnp.asarray(a)
+    jax_mm = jax.jit(lambda x: x @ x)
+    with torch.inference_mode():
+        rates = timed_rounds({
+            "torch (MKL)": lambda: torch.matmul(ta, ta),
+            "torch (oneDNN)": lambda: torch.ops.mkldnn._linear_pointwise(ta, packed, None, "none", [], ""),
+            "tensorflow (XLA)": lambda: tf_mm(tfa).numpy(),
+            "jax": lambda: jax_mm(ja).block_until_ready(),
+        }, images=1, rounds=rounds)
+    return {k: v * 2 * n**3 / 1e9 for k, v in rates.items()}
+
+
+# ---------------------------------------------------------------------------------------------- models
+class Weights:
+    """One random ViT saved once in every format, so ours and the peers load the same numbers."""
+
+    def __init__(self, preset: str) -> None:
+        import torch
+
+        from vit import ViTConfig, ViTForImageClassification
+
+        torch.manual_seed(0)
+        self.config = ViTConfig.from_preset(preset, num_labels=1000)
+        self.folder = tempfile.mkdtemp(prefix="vit-bench-")
+        ViTForImageClassification(self.config).save_pretrained(self.folder, formats=("safetensors", "tf", "flax"))
+        self.hf_folders = {}
+        for fmt, name in (("pt", "model.safetensors"), ("tf", "tf_model.h5"), ("flax", "flax_model.msgpack")):
+            folder = os.path.join(self.folder, fmt)
+            os.makedirs(folder)
+            os.link(os.path.join(self.folder, name), os.path.join(folder, name))
+            os.link(os.path.join(self.folder, "config.json"), os.path.join(folder, "config.json"))
+            self.hf_folders[fmt] = folder
+
+
+def bench_pytorch(w: Weights, batches: list[int], rounds: int, have_hf: bool, fast_paths: bool) -> dict:
+    import torch
+
+    from vit import ViTForImageClassification
+
+    out: dict = {}
+    ours = ViTForImageClassification.from_pretrained(w.folder).eval()
+    start = time.perf_counter()
+    fast = ours.optimize_for_inference()
+    out["optimize_for_inference_seconds"] = time.perf_counter() - start
+    hf = None
+    if have_hf:
+        import transformers
+
+        hf = transformers.ViTForImageClassification.from_pretrained(w.hf_folders["pt"], attn_implementation="sdpa").eval()
+    for batch in batches:
+        x = torch.from_numpy(np.random.default_rng(batch).normal(size=(batch, 3, 224, 224)).astype(np.float32))
+        variants = {"ours": lambda: ours(x), "ours optimize_for_inference": lambda: fast(x)}
+        if hf is not None:
+            variants["HF SDPA"] = lambda: hf(x)
+        with torch.inference_mode():
+            res = timed_rounds(variants, batch, rounds)
+            if hf is not None:
+                res["max |logits diff|"] = float((ours(x).logits - hf(x).logits).abs().max())
+        out[f"batch {batch}"] = res
+    if hf is not None and 8 in batches:
+        torch._dynamo.reset()
+        x = torch.from_numpy(np.random.default_rng(8).normal(size=(8, 3, 224, 224)).astype(np.float32))
+        with torch.inference_mode():
+            start = time.perf_counter()
+            compiled = torch.compile(hf)
+            compiled(x)
+            out["HF torch.compile seconds"] = time.perf_counter() - start
+            out["batch 8"].update(timed_rounds({"HF torch.compile": lambda: compiled(x),
+                                                "ours optimize_for_inference (again)": lambda: fast(x)}, 8, rounds))
+    if fast_paths and 8 in batches:
+        out["fast paths (batch 8)"] = pytorch_fast_paths(ours, rounds)
+    return out
+
+
+def pytorch_fast_paths(ours, rounds: int) -> dict:
+    """int8 dynamic quantization and bf16, with their accuracy delta against float32."""
+    import copy
+
+    import torch
+
+    x = torch.from_numpy(np.random.default_rng(8).normal(size=(8, 3, 224, 224)).astype(np.float32))
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ours), {torch.nn.Linear}, dtype=torch.qint8)
+    bf16 = copy.deepcopy(ours).to(torch.bfloat16)
+    xb = x.to(torch.bfloat16)
+    with torch.inference_mode():
+        ref = ours(x).logits
+        rates = timed_rounds({"fp32": lambda: ours(x), "int8 dynamic": lambda: int8(x), "bf16": lambda: bf16(xb)}, 8, rounds)
+        deltas = {"int8 dynamic": float((int8(x).logits - ref).abs().max()),
+                  "bf16": float((bf16(xb).logits.float() - ref).abs().max())}
+        agree = {"int8 dynamic": float((int8(x).logits.argmax(-1) == ref.argmax(-1)).float().mean()),
+                 "bf16": float((bf16(xb).logits.float().argmax(-1) == ref.argmax(-1)).float().mean())}
+    return {"images/s": rates, "max |logits diff| vs fp32": deltas, "top-1 agreement vs fp32": agree,
+            "logits scale (max |fp32 logit|)": float(ref.abs().max())}
+
+
+def bench_tensorflow(w: Weights, batches: list[int], rounds: int, have_hf_tf: bool, eager: bool) -> dict:
+    import tensorflow as tf
+
+    from vit import TFViTForImageClassification
+
+    out: dict = {}
+    ours = TFViTForImageClassification.from_pretrained(w.folder)
+    ours_xla = tf.function(lambda x: ours(x).logits, jit_compile=True)
+    hf = hf_xla = None
+    if have_hf_tf:
+        import transformers
+
+        hf = transformers.TFViTForImageClassification.from_pretrained(w.hf_folders["tf"])
+        hf_xla = tf.function(lambda x: hf(x).logits, jit_compile=True)
+    for batch in batches:
+        x = tf.constant(np.random.default_rng(batch).normal(size=(batch, 3, 224, 224)).astype(np.float32))
+        variants = {"ours XLA": lambda: ours_xla(x).numpy()}
+        if hf_xla is not None:
+            variants["HF XLA"] = lambda: hf_xla(x).numpy()
+        if eager:
+            variants["ours eager"] = lambda: ours(x).logits.numpy()
+            if hf is not None:
+                variants["HF eager"] = lambda: hf(x).logits.numpy()
+        res = timed_rounds(variants, batch, rounds)
+        if hf_xla is not None:
+            res["max |logits diff|"] = float(np.max(np.abs(ours_xla(x).numpy() - hf_xla(x).numpy())))
+        out[f"batch {batch}"] = res
+    return out
+
+
+def bench_flax(w: Weights, batches: list[int], rounds: int, have_hf: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from vit import FlaxViTForImageClassification
+
+    out: dict = {}
+    ours = FlaxViTForImageClassification.from_pretrained(w.folder)
+    hf = hf_jit = None
+    if have_hf:
+        import transformers
+
+        hf = transformers.FlaxViTForImageClassification.from_pretrained(w.hf_folders["flax"])
+        hf_jit = jax.jit(lambda p, x: hf(x, params=p).logits)
+    for batch in batches:
+        x = jnp.asarray(np.random.default_rng(batch).normal(size=(batch, 3, 224, 224)).astype(np.float32))
+        variants = {"ours jit": lambda: ours(x).logits.block_until_ready()}
+        if hf_jit is not None:
+            variants["HF jit"] = lambda: hf_jit(hf.params, x).block_until_ready()
+        res = timed_rounds(variants, batch, rounds)
+        if hf_jit is not None:
+            res["max |logits diff|"] = float(np.max(np.abs(np.asarray(ours(x).logits) - np.asarray(hf_jit(hf.params, x)))))
+        out[f"batch {batch}"] = res
+    return out
+
+
+# -------------------------------------------------------------------------------------------- training
+def bench_training(rounds: int, have_hf: bool) -> dict:
+    """One optimizer step of ViT-S/16 at batch 8, in each framework (images/s)."""
+    import jax
+    import keras
+    import optax
+    import tensorflow as tf
+    import torch
+
+    from vit import FlaxViTForImageClassification, TFViTForImageClassification, ViTConfig, ViTForImageClassification
+
+    config = ViTConfig.from_preset("vit-small-patch16-224", num_labels=1000)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3, 224, 224)).astype(np.float32)
+    y = rng.integers(0, 1000, 8)
+    variants: dict[str, Callable[[], None]] = {}
+
+    pt = ViTForImageClassification(config).train()
+    pt_opt = torch.optim.AdamW(pt.parameters(), 1e-4)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def pt_step(model=pt, opt=pt_opt):
+        opt.zero_grad()
+        model(xt, labels=yt).loss.backward()
+        opt.step()
+
+    variants["PyTorch (ours)"] = pt_step
+    if have_hf:
+        import transformers
+
+        hf = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000, hidden_size=384,
+                                                                           num_attention_heads=6, intermediate_size=1536)).train()
+        hf_opt = torch.optim.AdamW(hf.parameters(), 1e-4)
+        variants["PyTorch (HF)"] = lambda: pt_step(hf, hf_opt)
+
+    tfm = TFViTForImageClassification(config)
+    tf_opt = keras.optimizers.AdamW(1e-4)
+
+    @tf.function(jit_compile=True)
+    def tf_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tfm(x, labels=y, training=True).loss
+        tf_opt.apply(tape.gradient(loss, tfm.trainable_variables), tfm.trainable_variables)
+        return loss
+
+    xtf, ytf = tf.constant(x), tf.constant(y)
+    variants["TensorFlow XLA (ours)"] = lambda: tf_step(xtf, ytf).numpy()
+
+    fm = FlaxViTForImageClassification(config)
+    fopt = optax.adamw(1e-4)
+    state = {"params": fm.params, "opt": fopt.init(fm.params)}
+
+    @jax.jit
+    def flax_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(lambda p: fm(x, labels=y, params=p).loss)(params)
+        updates, opt_state = fopt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    xj, yj = jax.numpy.asarray(x), jax.numpy.asarray(y)
+
+    def run_flax():
+        state["params"], state["opt"], loss = flax_step(state["params"], state["opt"], xj, yj)
+        loss.block_until_ready()
+
+    variants["Flax jit (ours)"] = run_flax
+    return timed_rounds(variants, 8, rounds)
+
+
+# ------------------------------------------------------------------------------------------- processor
+def bench_processor(rounds: int, have_hf: bool) -> dict:
+    from PIL import Image
+
+    from vit import ViTImageProcessor
+
+    folder = ROOT / "tests" / "fixtures" / "image_processor" / "images"
+    photos = [Image.open(p).convert("RGB") for p in sorted(folder.iterdir())]
+    for photo in photos:
+        photo.load()
+    batch = (photos * 8)[:32]
+    ours = ViTImageProcessor()
+    variants = {"ours": lambda: ours(batch, return_tensors="np")}
+    out: dict = {"images": len(batch), "sizes": sorted({p.size for p in photos})}
+    if have_hf:
+        import transformers
+
+        hf = transformers.ViTImageProcessor()
+        variants["HF"] = lambda: hf(batch, return_tensors="np")
+        out["max |diff|"] = float(np.max(np.abs(ours(batch, return_tensors="np")["pixel_values"]
+                                                - hf(batch, return_tensors="np")["pixel_values"])))
+    out["images/s"] = timed_rounds(variants, len(batch), rounds)
+    return out
+
+
+# ------------------------------------------------------------------------------------ load time, memory
+LOAD_SNIPPET = """
+import os, resource, sys, time, warnings
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+warnings.filterwarnings("ignore")
+import numpy as np
+framework, who, folder = sys.argv[1:4]
+x = np.random.default_rng(0).normal(size=(8, 3, 224, 224)).astype(np.float32)
+if framework == "pt":
+    import torch
+    if who == "ours":
+        from vit import ViTForImageClassification as cls
+    else:
+        from transformers import ViTForImageClassification as cls
+    start = time.perf_counter(); model = cls.from_pretrained(folder).eval(); load = time.perf_counter() - start
+    with torch.inference_mode(): model(torch.from_numpy(x))
+elif framework == "tf":
+    if who == "ours":
+        from vit import TFViTForImageClassification as cls
+    else:
+        from transformers import TFViTForImageClassification as cls
+    start = time.perf_counter(); model = cls.from_pretrained(folder); load = time.perf_counter() - start
+    model(x)
+else:
+    if who == "ours":
+        from vit import FlaxViTForImageClassification as cls
+    else:
+        from transformers import FlaxViTForImageClassification as cls
+    start = time.perf_counter(); model = cls.from_pretrained(folder); load = time.perf_counter() - start
+    np.asarray(model(x).logits)
+print(load, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_loading(w: Weights, have_hf: bool, have_hf_tf: bool) -> dict:
+    """Checkpoint load time and the process's peak memory after loading ViT-B/16 and one batch-8 forward."""
+    out = {}
+    for framework, hf_ok in (("pt", have_hf), ("tf", have_hf_tf), ("flax", have_hf)):
+        for who in ("ours", "HF") if hf_ok else ("ours",):
+            folder = w.folder if who == "ours" else w.hf_folders[framework]
+            result = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, framework, who, folder],
+                                    capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            if result.returncode != 0:
+                out[f"{framework} {who}"] = {"error": result.stderr.strip().splitlines()[-1][:200]}
+                continue
+            load, rss = map(float, result.stdout.split()[-2:])
+            out[f"{framework} {who}"] = {"load seconds": load, "peak RSS MiB": rss}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="ViT-S/16 at batch 8 only, about a minute")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    peers = peer_status()
+    have_hf = peers["transformers"] == "available"
+    have_hf_tf = have_hf and peers["tf_keras"] == "available"
+    rounds = 3 if args.quick else 5
+    models = {"S/16": MODELS["S/16"]} if args.quick else MODELS
+    batches = [8] if args.quick else [1, 8, 32]
+
+    results: dict = {"date": datetime.date.today().isoformat(), "quick": args.quick, "machine": machine(), "peers": peers,
+                     "method": "same weights and input; variants alternate A B A B; median of rounds; images/s"}
+    print("matmul peak ...", flush=True)
+    results["matmul GFLOP/s (2048x2048 fp32)"] = matmul_peaks(rounds=rounds)
+    results["inference"] = {}
+    for label, preset in models.items():
+        w = Weights(preset)
+        entry = {"GFLOPs per image": vit_flops(w.config) / 1e9}
+        print(f"{label}: PyTorch ...", flush=True)
+        entry["pytorch"] = bench_pytorch(w, batches, rounds, have_hf, fast_paths=not args.quick and label == "B/16")
+        gc.collect()
+        print(f"{label}: TensorFlow ...", flush=True)
+        entry["tensorflow"] = bench_tensorflow(w, batches, rounds, have_hf_tf, eager=not args.quick)
+        gc.collect()
+        print(f"{label}: Flax ...", flush=True)
+        entry["flax"] = bench_flax(w, batches, rounds, have_hf)
+        gc.collect()
+        if label == "B/16" and not args.quick:
+            print("B/16: load time and memory ...", flush=True)
+            results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
+        results["inference"][label] = entry
+    print("image processor ...", flush=True)
+    results["image processor (to 224)"] = bench_processor(rounds, have_hf)
+    if not args.quick:
+        print("training step ...", flush=True)
+        results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
+    results["seconds"] = time.perf_counter() - started
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{results['date']}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path} in {results['seconds']:.0f} s")
+    from report import summarise
+
+    print(summarise(results))
+    return path
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
