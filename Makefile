@@ -24,3 +24,6 @@ bench:
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 	$(PY) benchmarks/report.py
+
+demo:
+	$(PY) examples/demo.py

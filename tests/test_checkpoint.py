@@ -74,22 +74,6 @@ def test_hf_transformers_reads_our_legacy_files(tmp_path, fmt):
     assert np.max(np.abs(logits - expected["logits"])) < 1e-5
 
 
-def test_strict_loading_lists_missing_unexpected_and_misshaped():
-    config = ViTConfig.from_pretrained(CLS / "safetensors")
-    state = canonical()
-    broken = dict(state)
-    del broken["vit.encoder.layer.1.output.dense.bias"]
-    broken["vit.encoder.layer.0.attention.attention.query.weight"] = np.zeros((32, 31), np.float32)
-    broken["vit.encoder.layer.0.extra_scale"] = np.zeros(3, np.float32)
-    with pytest.raises(CheckpointError) as info:
-        fit_state_dict(broken, config, "classification")
-    message = str(info.value)
-    assert "vit.encoder.layer.1.output.dense.bias (32,)" in message
-    assert "vit.encoder.layer.0.extra_scale (3,)" in message
-    assert "query.weight: checkpoint (32, 31), model (32, 32)" in message
-    assert "ignore_mismatched_sizes" in message
-
-
 def test_new_head_with_ignore_mismatched_sizes(framework):
     from frameworks import load
 
@@ -139,31 +123,6 @@ def test_hub_id_says_how_to_download():
         ViTConfig.from_pretrained("google/vit-base-patch16-224")
 
 
-def test_pickle_with_code_is_refused_with_and_without_torch(tmp_path):
-    torch = pytest.importorskip("torch")
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    path = tmp_path / "pytorch_model.bin"
-    torch.save({"vit.embeddings.cls_token": torch.zeros(1, 1, 32), "x": Evil()}, path)
-    from vit.torch_pickle import load_torch_state_dict
-
-    with pytest.raises(CheckpointError, match="weights_only"):
-        load_torch_state_dict(str(path))
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "from vit.torch_pickle import load_torch_state_dict\n"
-        "from vit.errors import CheckpointError\n"
-        f"try:\n    load_torch_state_dict({str(path)!r})\nexcept CheckpointError as e:\n    print('refused', e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "refused" in out and "os.system" in out or "posix.system" in out
-    assert not marker.exists()
-
-
 def test_bin_reads_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
@@ -176,23 +135,3 @@ def test_bin_reads_without_torch():
         "print('ok')\n"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "ok"
-
-
-def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
-    import vit.checkpoint as ckpt
-
-    config = ViTConfig.from_pretrained(CLS / "safetensors")
-    state = canonical()
-    save_checkpoint(str(tmp_path), config, state, "classification")
-    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if not f.startswith(".")}
-
-    def explode(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(ckpt, "_write_safetensors", explode)
-    changed = {k: v * 2 for k, v in state.items()}
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(str(tmp_path), config.copy(num_labels=10), changed, "classification")
-    after = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if not f.startswith(".")}
-    assert after == before
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -52,24 +52,6 @@ def test_return_tensors(framework):
     assert tuple(out["pixel_values"].shape) == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "I;16", "I", "F", "CMYK", "1", "YCbCr", "PA"])
-def test_every_pil_mode_becomes_rgb(mode):
-    rgb = Image.open(IMAGES / "images" / "astronaut.png").convert("RGB").resize((40, 30))
-    image = rgb.convert(mode) if mode not in ("I;16", "PA") else (
-        Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257) if mode == "I;16" else rgb.convert("P").convert("PA")
-    )
-    out = ViTImageProcessor(size=32)(image).pixel_values
-    assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
-
-
-def test_alpha_is_composited_on_white():
-    transparent = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
-    out = ViTImageProcessor(size=16)(transparent).pixel_values
-    np.testing.assert_allclose(out, 1.0)  # white, normalised with mean = std = 0.5
-    grey_alpha = np.zeros((16, 16, 4), np.uint8)
-    np.testing.assert_allclose(ViTImageProcessor(size=16)(grey_alpha).pixel_values, 1.0)
-
-
 def test_grayscale_array_and_channels_last_output():
     processor = ViTImageProcessor(size={"height": 20, "width": 30})
     out = processor(np.full((10, 12), 255, np.uint8), data_format="channels_last").pixel_values
@@ -107,21 +89,3 @@ def test_feature_extractor_is_a_deprecated_alias():
     with pytest.warns(FutureWarning, match="ViTImageProcessor"):
         extractor = ViTFeatureExtractor(size=16)
     assert isinstance(extractor, ViTImageProcessor)
-
-
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((2, 2, 2, 2, 3), np.uint8), "shape"),
-    (np.zeros((10, 10, 5), np.uint8), "no axis of 1, 3 or 4"),
-    (np.zeros((3, 10, 3), np.uint8), "input_data_format"),
-    (np.full((10, 10, 3), np.nan, np.float32), "NaN"),
-    (np.zeros((10, 10, 3), complex), "dtype"),
-    ("no-such-image.png", "not found"),
-    (12, "not an image"),
-])
-def test_bad_input_is_named(bad, message):
-    with pytest.raises(ImageError, match=message):
-        ViTImageProcessor(size=8)(bad)
-
-
-def test_empty_batch_gives_an_empty_array():
-    assert ViTImageProcessor(size=8)([], return_tensors="np").pixel_values.shape == (0, 3, 8, 8)

@@ -109,16 +109,159 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+MODEL_CLASSES = {"pt": "ViTForImageClassification", "tf": "TFViTForImageClassification",
+                 "flax": "FlaxViTForImageClassification"}
+
+
+def demo_model_dir() -> str:
+    """The folder of the embedded digits model that ships with the package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model")
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="classify image files or folders (walked recursively)",
+                       description="Print the top-k labels of each image. Unreadable files are reported and the "
+                                   "exit code is 1; the other images are still classified.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--model", help="an HF-format model folder (default: the embedded digits demo model)")
+    p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+
+
+def collect_images(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """(image files, failures, skipped non-image files) for the given files and folders."""
+    files, failures, skipped = [], [], []
+    for path in paths:
+        if os.path.isdir(path):
+            for folder, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    full = os.path.join(folder, name)
+                    if name.startswith("."):
+                        continue
+                    (files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES else skipped).append(full)
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            failures.append((path, "no such file or folder"))
+    return files, failures, skipped
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    import vit
+
+    from .errors import ImageError
+    from .processor import PROCESSOR_NAME, ViTImageProcessor
+
+    model_dir = args.model or demo_model_dir()
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise vit.CheckpointError(f"No model in {model_dir}; pass --model with an HF-format folder.")
+    model = getattr(vit, MODEL_CLASSES[args.framework]).from_pretrained(model_dir)
+    if args.framework == "pt":
+        model.eval()
+    config = model.config
+    if os.path.isfile(os.path.join(model_dir, PROCESSOR_NAME)):
+        processor = ViTImageProcessor.from_pretrained(model_dir)
+    else:
+        processor = ViTImageProcessor(size=dict(zip(("height", "width"), config.image_hw, strict=True)))
+    files, failures, skipped = collect_images(args.paths)
+    if skipped:
+        print(f"skipped {len(skipped)} files that are not images by their suffix: {', '.join(skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+    top_k = max(1, min(args.top_k, config.num_labels))
+    results = []
+    bar = tqdm(total=len(files), unit="img", disable=not args.progress if args.progress is not None else None,
+               file=sys.stderr, desc="classifying")
+    for start in range(0, len(files), max(1, args.batch_size)):
+        batch_files, arrays = [], []
+        for path in files[start:start + args.batch_size]:
+            try:
+                arrays.append(processor(path, return_tensors="np").pixel_values[0])
+                batch_files.append(path)
+            except ImageError as err:
+                failures.append((path, str(err)))
+        if arrays:
+            logits = _logits(model, args.framework, np.stack(arrays))
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            for path, row in zip(batch_files, probs, strict=True):
+                order = np.argsort(-row)[:top_k]
+                results.append((path, [(config.id2label[int(i)], float(row[i])) for i in order]))
+        bar.update(len(files[start:start + args.batch_size]))
+    bar.close()
+    _print_results(results, args.format)
+    for path, reason in failures:
+        print(f"vit classify: failed: {path}: {reason}", file=sys.stderr)
+    if failures:
+        print(f"vit classify: {len(failures)} of {len(files) + sum(1 for p in args.paths if not os.path.exists(p))} "
+              "inputs failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _logits(model, framework: str, pixel_values):
+    import numpy as np
+
+    if framework == "pt":
+        import torch
+
+        with torch.inference_mode():
+            return model(torch.from_numpy(pixel_values)).logits.float().numpy()
+    return np.asarray(model(pixel_values).logits, dtype=np.float32)
+
+
+def _print_results(results, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps([{"path": p, "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in preds]}
+                          for p, preds in results], indent=2))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "rank", "label", "score"])
+        for path, preds in results:
+            for rank, (label, score) in enumerate(preds, start=1):
+                writer.writerow([path, rank, label, f"{score:.6f}"])
+    else:
+        width = max((len(p) for p, _ in results), default=4)
+        for path, preds in results:
+            print(f"{path:<{width}}  " + "  ".join(f"{label} {score:.3f}" for label, score in preds))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("bench", help="the quick benchmark against HF transformers (about a minute)")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "benchmarks", "bench.py")
+    if not os.path.isfile(script):
+        raise ViTError("vit bench runs benchmarks/bench.py from a source checkout; it is not in this installation.")
+    import subprocess
+
+    return subprocess.call([sys.executable, script, "--quick"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit", description="One Vision Transformer in PyTorch, TensorFlow and JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_classify(sub)
     _add_convert(sub)
     _add_export(sub)
     _add_info(sub)
+    _add_bench(sub)
     return parser
 
 
-COMMANDS = {"convert": _run_convert, "export": _run_export, "info": _run_info}
+COMMANDS = {"classify": _run_classify, "convert": _run_convert, "export": _run_export, "info": _run_info,
+            "bench": _run_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,8 @@ def from_timm(
         raise CheckpointError("Not a timm VisionTransformer state dict: no patch_embed.proj.weight / pos_embed.")
     hidden, channels, ph, pw = state["patch_embed.proj.weight"].shape
     depth = len({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if depth == 0:
+        raise CheckpointError("The timm checkpoint has no transformer blocks (no 'blocks.0.*' tensors).")
     if num_attention_heads is None:
         if hidden not in TIMM_STANDARD_HEADS:
             raise CheckpointError(
@@ -272,6 +275,8 @@ def from_jax(
         raise CheckpointError("Not an original ViT checkpoint: no embedding/kernel or position embedding.")
     ph, pw, channels, hidden = a["embedding/kernel"].shape
     depth = len({int(m.group(1)) for k in a if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    if depth == 0:
+        raise CheckpointError("The checkpoint has no encoder blocks (no 'Transformer/encoderblock_0/*' tensors).")
     block = "Transformer/encoderblock_0/"
     heads = a[block + "MultiHeadDotProductAttention_1/query/kernel"].shape[1]
     class_token = "cls" in a
@@ -333,7 +338,7 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError) as err:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise CheckpointError(f"Cannot read {path}: {err}. The .npz file is corrupt or truncated.") from err
     from .checkpoint import _read_file
 

@@ -41,6 +41,7 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        _publish_mode(tmp)
         os.replace(tmp, final_path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,15 +65,23 @@ def atomic_write_text(final_path: str | os.PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: str) -> Iterator[None]:
-    """An exclusive advisory lock on `folder`, so two processes never interleave their renames."""
+    """An exclusive advisory lock on the folder itself, so two processes never interleave their renames."""
     import fcntl
 
-    with open(os.path.join(folder, ".vit.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _publish_mode(path: str) -> None:
+    """mkstemp creates files readable by their owner only; give them the umask's usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_save_folder(folder: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
@@ -92,6 +101,7 @@ def atomic_save_folder(folder: str | os.PathLike, writers: dict[str, Callable[[s
             write(tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            _publish_mode(tmp)
         with folder_lock(folder):
             for name, tmp in temps.items():
                 os.replace(tmp, os.path.join(folder, name))

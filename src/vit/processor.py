@@ -455,6 +455,11 @@ class ViTImageProcessor:
                 raise ImageError(
                     f"{_describe(image, index)} has shape {array.shape}, with no axis of 1, 3 or 4 channels."
                 )
+        if array.shape[-1] not in _CHANNEL_COUNTS:
+            raise ImageError(
+                f"{_describe(image, index)} has {array.shape[-1]} channels after layout detection (shape {array.shape}); "
+                "images have 1, 3 or 4 channels. Check input_data_format."
+            )
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ImageError(f"{_describe(image, index)} is empty (shape {array.shape}).")
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):

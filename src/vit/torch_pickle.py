@@ -116,7 +116,7 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
         state = _load_with_torch(path) if sys.modules.get("torch") is not None else _load_without_torch(path)
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as err:
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError, OSError) as err:
         raise CheckpointError(
             f"Refusing or unable to read {path}: {err}. A pytorch_model.bin may only hold tensors (it is "
             "loaded as with weights_only=True); if it is truncated or holds code, get a clean copy or a "

@@ -364,7 +364,8 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         self.built = True
         self._variables_by_name = _named_variables(self)
         if not init_is_skipped():
-            self.init_weights(seed=int(np.random.default_rng().integers(2**31 - 1)))
+            # Seeded from NumPy's global generator, so keras.utils.set_random_seed makes it repeatable.
+            self.init_weights(seed=int(np.random.randint(2**31 - 1)))
 
     def _canonical_variables(self) -> dict[str, tuple[Any, Any]]:
         """{canonical name: (spec, keras variable)} through the parameter table."""
@@ -443,7 +444,7 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         if not hasattr(self, "_loss_mean"):
             self._loss_mean = keras.metrics.Mean(name="loss")
         self._loss_mean.update_state(loss)
-        return {"loss": self._loss_mean.result()}
+        return {"loss": self._loss_mean.result(), "last_loss": loss}
 
     @property
     def metrics(self):

@@ -1,0 +1,123 @@
+"""An image-folder dataset (one subfolder per class) for the fine-tuning and SimMIM examples, framework-free.
+
+Batches are a pure function of (seed, epoch, batch index): the same order and the same augmentation every
+time, so a run that is interrupted and resumed sees exactly the data that an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image
+
+from vit import ViTImageProcessor
+from vit.cli import IMAGE_SUFFIXES
+
+
+class ImageFolder:
+    """`root/<class name>/<image>`; a seeded split into training and evaluation images."""
+
+    def __init__(self, root: str, processor: ViTImageProcessor, eval_fraction: float = 0.2, seed: int = 0) -> None:
+        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+        if not self.classes:
+            raise SystemExit(f"{root} has no class subfolders; expected root/<class>/<image files>.")
+        items = [(os.path.join(root, c, f), label) for label, c in enumerate(self.classes)
+                 for f in sorted(os.listdir(os.path.join(root, c))) if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+        order = np.random.default_rng(seed).permutation(len(items))
+        cut = max(1, int(round(len(items) * eval_fraction)))
+        self.eval_items = [items[i] for i in order[:cut]]
+        self.train_items = [items[i] for i in order[cut:]]
+        self.processor, self.seed = processor, seed
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.train_items) / batch_size)
+
+    def train_batch(self, epoch: int, index: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch `index` of `epoch`: shuffled and augmented (random crop and flip) from (seed, epoch, index)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_items))
+        chosen = [self.train_items[i] for i in order[index * batch_size:(index + 1) * batch_size]]
+        rng = np.random.default_rng([self.seed, epoch, index, 1])
+        images = [augment(Image.open(path).convert("RGB"), rng) for path, _ in chosen]
+        return self.processor(images, return_tensors="np").pixel_values, np.array([label for _, label in chosen])
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(self.eval_items), batch_size):
+            chosen = self.eval_items[start:start + batch_size]
+            pixels = self.processor([path for path, _ in chosen], return_tensors="np").pixel_values
+            yield pixels, np.array([label for _, label in chosen])
+
+
+def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop of 70-100% of each side, and a horizontal flip half of the time."""
+    w, h = image.size
+    cw, ch = max(1, int(w * rng.uniform(0.7, 1.0))), max(1, int(h * rng.uniform(0.7, 1.0)))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((x, y, x + cw, y + ch))
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+
+
+def random_masks(rng: np.random.Generator, batch: int, num_patches: int, ratio: float = 0.6) -> np.ndarray:
+    """SimMIM's random patch masks: `ratio` of the patches of each image, chosen at random."""
+    masks = np.zeros((batch, num_patches), dtype=bool)
+    count = max(1, int(round(num_patches * ratio)))
+    for row in masks:
+        row[rng.choice(num_patches, count, replace=False)] = True
+    return masks
+
+
+def warmup_cosine(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warmup to `peak`, then cosine decay to zero."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_tiny_folder(root: str, classes: int = 3, per_class: int = 12, size: int = 24, seed: int = 0) -> str:
+    """A generated image folder (coloured shapes per class), for tests and trying the scripts out."""
+    rng = np.random.default_rng(seed)
+    colours = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (200, 200, 40)]
+    for c in range(classes):
+        os.makedirs(os.path.join(root, f"class_{c}"), exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            lo, hi = sorted(rng.integers(2, size - 2, 2))
+            array[lo:hi + 2, :, :] = colours[c % len(colours)] if c % 2 == 0 else array[lo:hi + 2, :, :]
+            array[:, lo:hi + 2, :] = colours[c % len(colours)]
+            Image.fromarray(array).save(os.path.join(root, f"class_{c}", f"{i}.png"))
+    return root
+
+
+def training_arguments(description: str):
+    """The command line shared by the three frameworks' training scripts."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="an image folder: DATA/<class name>/<images>")
+    p.add_argument("--out", required=True, help="where the model and the checkpoints go")
+    p.add_argument("--task", choices=["classify", "simmim"], default="classify",
+                   help="fine-tune a classifier, or SimMIM masked-image-modelling pretraining")
+    p.add_argument("--model", help="an HF-format folder to start from (default: a small ViT from scratch)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=5)
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in all (as if interrupted)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def small_config(num_labels: int, image_size: int, class_names: list[str]):
+    """The ViT the examples train when no --model is given."""
+    from vit import ViTConfig
+
+    return ViTConfig(image_size=image_size, patch_size=8, encoder_stride=8, hidden_size=48, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=96, id2label=dict(enumerate(class_names)),
+                     num_labels=num_labels)

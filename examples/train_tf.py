@@ -1,0 +1,145 @@
+"""Fine-tune TFViTForImageClassification, or pretrain TFViTForMaskedImageModeling with SimMIM, with `model.fit`.
+
+    python examples/train_tf.py --data DATA --out OUT [--task classify|simmim] [--model DIR] [--epochs 3]
+        [--batch-size 8] [--lr 1e-3] [--warmup-steps 5] [--save-every 10] [--resume] [--mixed-precision bf16]
+
+Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
+AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
+To checkpoint every N steps and resume exactly, each Keras "epoch" is N steps of the real schedule and
+`BackupAndRestore` saves at its end. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import warnings  # noqa: E402
+
+# The last chunk of steps is usually shorter than --save-every; Keras warns when its data ends early.
+warnings.filterwarnings("ignore", message=".*ran out of data.*")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from data import ImageFolder, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
+
+from vit import TFViTForImageClassification, TFViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """The same schedule as the other frameworks' scripts (`data.warmup_cosine`), in TF ops."""
+
+    def __init__(self, peak: float, warmup: int, total: int) -> None:
+        self.peak, self.warmup, self.total = peak, warmup, total
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1.0) / float(self.warmup)
+        progress = tf.minimum(1.0, (step - self.warmup) / float(max(1, self.total - self.warmup)))
+        cosine = self.peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup, warm, cosine)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup": self.warmup, "total": self.total}
+
+
+def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: int) -> tf.data.Dataset:
+    """Global steps start..stop-1 of the schedule, in order: the same batches whether or not a run resumed."""
+    per_epoch = data.steps_per_epoch(args.batch_size)
+
+    def batches():
+        for step in range(start, stop):
+            epoch, batch = divmod(step, per_epoch)
+            pixels, labels = data.train_batch(epoch, batch, args.batch_size)
+            if args.task == "simmim":
+                masks = random_masks(np.random.default_rng([args.seed, step, 2]), len(pixels), num_patches)
+                yield {"pixel_values": pixels, "bool_masked_pos": masks}
+            else:
+                yield pixels, labels
+
+    size = args.image_size
+    pixels = tf.TensorSpec((None, 3, size, size), tf.float32)
+    if args.task == "simmim":
+        signature = {"pixel_values": pixels, "bool_masked_pos": tf.TensorSpec((None, num_patches), tf.bool)}
+    else:
+        signature = (pixels, tf.TensorSpec((None,), tf.int64))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature)
+
+
+class Report(keras.callbacks.Callback):
+    """Evaluation accuracy whenever a real epoch ends, and the loss of every step."""
+
+    def __init__(self, data: ImageFolder, args, per_epoch: int, stop: int) -> None:
+        super().__init__()
+        self.data, self.args, self.per_epoch, self.stop, self.losses = data, args, per_epoch, stop, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["last_loss"]))
+
+    def on_epoch_end(self, chunk, logs=None):
+        first, step = chunk * self.args.save_every, min(self.stop, (chunk + 1) * self.args.save_every)
+        if self.args.task == "classify" and step // self.per_epoch > first // self.per_epoch:
+            print(f"epoch {step // self.per_epoch}: eval accuracy {evaluate(self.model, self.data, self.args.batch_size):.3f}",
+                  file=sys.stderr)
+
+
+def build(args, classes: list[str]):
+    cls = TFViTForMaskedImageModeling if args.task == "simmim" else TFViTForImageClassification
+    if args.model:
+        return cls.from_pretrained(args.model, num_labels=len(classes), id2label=dict(enumerate(classes)),
+                                   ignore_mismatched_sizes=True)
+    keras.utils.set_random_seed(args.seed)
+    return cls(small_config(len(classes), args.image_size, classes))
+
+
+def main() -> None:
+    parser = training_arguments(__doc__)
+    parser.add_argument("--data-parallel", action="store_true", help="MirroredStrategy over the visible devices")
+    args = parser.parse_args()
+    if args.mixed_precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    processor = ViTImageProcessor(size=args.image_size)
+    data = ImageFolder(args.data, processor, seed=args.seed)
+    per_epoch = data.steps_per_epoch(args.batch_size)
+    total = args.epochs * per_epoch
+    stop = min(total, args.max_steps or total)
+    strategy = tf.distribute.MirroredStrategy() if args.data_parallel else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build(args, data.classes)
+        model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total), weight_decay=0.05))
+    report = Report(data, args, per_epoch, stop)
+    backup_dir = os.path.join(args.out, "checkpoint")
+    if not args.resume and os.path.isdir(backup_dir):
+        raise SystemExit(f"{backup_dir} exists; pass --resume to continue or choose another --out.")
+    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False)
+    # Each Keras epoch is `save_every` steps; BackupAndRestore restarts at the chunk it saved last, and the
+    # dataset starts at that chunk's first step.
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    first_chunk = json.load(open(metadata))["epoch"] if args.resume and os.path.isfile(metadata) else 0
+    dataset = step_batches(data, args, model.config.num_patches, first_chunk * args.save_every, stop)
+    chunks = math.ceil(stop / args.save_every)
+    if first_chunk < chunks:
+        model.fit(dataset, epochs=chunks, steps_per_epoch=args.save_every, callbacks=[backup, report],
+                  verbose=1 if sys.stderr.isatty() else 2)
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    print(json.dumps({"steps": stop, "losses": report.losses,
+                      "eval_accuracy": evaluate(model, data, args.batch_size) if args.task == "classify" else None}))
+
+
+def evaluate(model, data: ImageFolder, batch_size: int) -> float:
+    correct = seen = 0
+    for pixels, labels in data.eval_batches(batch_size):
+        correct += int((np.asarray(model(pixels).logits).argmax(-1) == labels).sum())
+        seen += len(labels)
+    return correct / max(1, seen)
+
+
+if __name__ == "__main__":
+    main()
