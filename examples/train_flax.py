@@ -81,7 +81,7 @@ def main() -> None:
         targets = (random_masks(np.random.default_rng([args.seed, step, 2]), len(pixels), model.config.num_patches)
                    if args.task == "simmim" else labels)
         pixels, targets = jnp.asarray(pixels), jnp.asarray(targets)
-        if sharding is not None:
+        if sharding is not None and len(pixels) % len(jax.devices()) == 0:  # a ragged last batch runs unsharded
             pixels, targets = jax.device_put(pixels, sharding), jax.device_put(targets, sharding)
         opt_state.hyperparams["learning_rate"] = jnp.asarray(warmup_cosine(step, total, args.warmup_steps, args.lr))
         start = time.perf_counter()
@@ -104,7 +104,7 @@ def main() -> None:
     model.params = params
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    print(json.dumps({"steps": step, "losses": losses,
+    print(json.dumps({"steps": step, "losses": losses, "devices": len(jax.devices()) if sharding is not None else 1,
                       "eval_accuracy": evaluate(model, data, args.batch_size) if args.task == "classify" else None}))
 
 

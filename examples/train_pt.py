@@ -36,9 +36,15 @@ def build(args, classes: list[str]):
 def main() -> None:
     args = training_arguments(__doc__).parse_args()
     torch.manual_seed(args.seed)
+    # Under torchrun every process takes its share of each global batch; DDP averages the gradients.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     processor = ViTImageProcessor(size=args.image_size)
     data = ImageFolder(args.data, processor, seed=args.seed)
     model = build(args, data.classes)
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     steps_per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * steps_per_epoch
@@ -54,35 +60,50 @@ def main() -> None:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mixed_precision == "bf16")
     stop = min(total, args.max_steps or total)
     losses = []
-    bar = tqdm(total=stop, initial=step, unit="step", file=sys.stderr, disable=None)
+    bar = tqdm(total=stop, initial=step, unit="step", file=sys.stderr, disable=None if rank == 0 else True)
     while step < stop:
         epoch, index = divmod(step, steps_per_epoch)
         model.train()
         pixels, labels = data.train_batch(epoch, index, args.batch_size)
+        masks = random_masks(np.random.default_rng([args.seed, step, 2]), len(pixels), model.config.num_patches)
+        weight = 1.0
+        if world > 1:  # this process's contiguous share of the global batch
+            share = np.array_split(np.arange(len(pixels)), world)[rank]
+            # DDP averages the processes' gradients; weighting by share size makes that the whole batch's mean.
+            weight = len(share) * world / len(pixels)
+            pixels, labels, masks = pixels[share], labels[share], masks[share]
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, total, args.warmup_steps, args.lr)
         start = time.perf_counter()
         with autocast:
             if args.task == "simmim":
-                masks = random_masks(np.random.default_rng([args.seed, step, 2]), len(pixels), model.config.num_patches)
-                loss = model(torch.from_numpy(pixels), bool_masked_pos=torch.from_numpy(masks)).loss
+                loss = train_model(torch.from_numpy(pixels), bool_masked_pos=torch.from_numpy(masks)).loss
             else:
-                loss = model(torch.from_numpy(pixels), labels=torch.from_numpy(labels)).loss
+                loss = train_model(torch.from_numpy(pixels), labels=torch.from_numpy(labels)).loss
+        loss = loss * weight
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         step += 1
+        if world > 1:  # the loss of the whole batch, for the log
+            loss = loss.detach().clone()
+            torch.distributed.all_reduce(loss)
+            loss /= world
         losses.append(float(loss))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", img_per_s=f"{len(pixels) / (time.perf_counter() - start):.0f}")
         bar.update(1)
-        if step % args.save_every == 0 or step == stop:
+        if rank == 0 and (step % args.save_every == 0 or step == stop):
             model.save_pretrained(ckpt_dir)
             torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step},
                        os.path.join(ckpt_dir, "trainer_state.pt"))
-        if step % steps_per_epoch == 0 and args.task == "classify":
+        if rank == 0 and step % steps_per_epoch == 0 and args.task == "classify":
             print(f"epoch {step // steps_per_epoch}: eval accuracy {evaluate(model, data, args.batch_size):.3f}",
                   file=sys.stderr)
     bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     print(json.dumps({"steps": step, "losses": losses,

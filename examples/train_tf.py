@@ -6,7 +6,7 @@
 Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
 AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
 To checkpoint every N steps and resume exactly, each Keras "epoch" is N steps of the real schedule and
-`BackupAndRestore` saves at its end. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy).
+`BackupAndRestore` saves at its end. (Data-parallel training with tf.distribute is not supported yet.)
 """
 
 from __future__ import annotations
@@ -99,9 +99,7 @@ def build(args, classes: list[str]):
 
 
 def main() -> None:
-    parser = training_arguments(__doc__)
-    parser.add_argument("--data-parallel", action="store_true", help="MirroredStrategy over the visible devices")
-    args = parser.parse_args()
+    args = training_arguments(__doc__).parse_args()
     if args.mixed_precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     processor = ViTImageProcessor(size=args.image_size)
@@ -109,10 +107,8 @@ def main() -> None:
     per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * per_epoch
     stop = min(total, args.max_steps or total)
-    strategy = tf.distribute.MirroredStrategy() if args.data_parallel else tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build(args, data.classes)
-        model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total), weight_decay=0.05))
+    model = build(args, data.classes)
+    model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total), weight_decay=0.05))
     report = Report(data, args, per_epoch, stop)
     backup_dir = os.path.join(args.out, "checkpoint")
     if not args.resume and os.path.isdir(backup_dir):

@@ -60,3 +60,29 @@ def test_resume_after_interruption_gives_the_same_result(framework, folder, tmp_
 def test_mixed_precision_runs(framework, folder, tmp_path):
     summary = train(framework, folder, tmp_path / "bf16", "--mixed-precision", "bf16", "--max-steps", "6")
     assert len(summary["losses"]) == 6 and np.isfinite(summary["losses"]).all()
+
+
+@pytest.mark.parametrize("framework_name", ["pt", "flax"])
+def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tmp_path):
+    """Data parallelism: two workers (torchrun processes, or JAX devices) on half of each batch end with the
+    same losses and weights as one worker on whole batches."""
+    pytest.importorskip({"pt": "torch", "flax": "jax"}[framework_name])
+    single = train(framework_name, folder, tmp_path / "one", "--max-steps", "4")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    script = [str(ROOT / "examples" / f"train_{framework_name}.py"), "--data", folder, "--out", str(tmp_path / "two"),
+              "--epochs", "4", "--save-every", "3", "--max-steps", "4"]
+    if framework_name == "pt":
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", *script]
+    else:
+        command = [sys.executable, *script, "--data-parallel"]
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    double = json.loads(result.stdout.strip().splitlines()[-1])
+    if framework_name == "flax":
+        assert double["devices"] == 2
+    np.testing.assert_allclose(double["losses"], single["losses"], atol=1e-5)
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
