@@ -15,7 +15,7 @@ test:
 	$(PY) -m pytest -n 2 -q
 
 lint:
-	$(PY) -m ruff check src tests conversion benchmarks
+	$(PY) -m ruff check src tests conversion benchmarks examples
 
 equivalence:
 	$(PY) tests/equivalence/matrix.py

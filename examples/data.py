@@ -121,3 +121,12 @@ def small_config(num_labels: int, image_size: int, class_names: list[str]):
     return ViTConfig(image_size=image_size, patch_size=8, encoder_stride=8, hidden_size=48, num_hidden_layers=2,
                      num_attention_heads=4, intermediate_size=96, id2label=dict(enumerate(class_names)),
                      num_labels=num_labels)
+
+
+def accuracy(predict, data: ImageFolder, batch_size: int) -> float:
+    """Top-1 accuracy on the evaluation images; `predict` maps a pixel batch to logits."""
+    correct = seen = 0
+    for pixels, labels in data.eval_batches(batch_size):
+        correct += int((np.asarray(predict(pixels)).argmax(-1) == labels).sum())
+        seen += len(labels)
+    return correct / max(1, seen)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
+from data import ImageFolder, accuracy, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
 
 from vit import ViTForImageClassification, ViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
 
@@ -112,13 +112,8 @@ def main() -> None:
 
 def evaluate(model, data: ImageFolder, batch_size: int) -> float:
     model.eval()
-    correct = seen = 0
     with torch.inference_mode():
-        for pixels, labels in data.eval_batches(batch_size):
-            correct += int((model(torch.from_numpy(pixels)).logits.argmax(-1).numpy() == labels).sum())
-            seen += len(labels)
-    return correct / max(1, seen)
-
+        return accuracy(lambda pixels: model(torch.from_numpy(pixels)).logits, data, batch_size)
 
 if __name__ == "__main__":
     main()

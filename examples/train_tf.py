@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
+from data import ImageFolder, accuracy, random_masks, small_config, training_arguments  # noqa: E402
 
 from vit import TFViTForImageClassification, TFViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
 
@@ -130,12 +130,7 @@ def main() -> None:
 
 
 def evaluate(model, data: ImageFolder, batch_size: int) -> float:
-    correct = seen = 0
-    for pixels, labels in data.eval_batches(batch_size):
-        correct += int((np.asarray(model(pixels).logits).argmax(-1) == labels).sum())
-        seen += len(labels)
-    return correct / max(1, seen)
-
+    return accuracy(lambda pixels: model(pixels).logits, data, batch_size)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,6 @@ from vit import CheckpointError, ViTConfig
 from vit.checkpoint import (
     _read_flax_msgpack,
     _read_tf_h5,
-    fit_state_dict,
     read_canonical,
     save_checkpoint,
 )

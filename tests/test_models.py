@@ -7,7 +7,7 @@ import pytest
 from conftest import HF, expected
 from frameworks import build, canonical_state, load, run
 
-from vit import ImageError, ViTConfig
+from vit import ViTConfig
 
 PIXELS = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
 

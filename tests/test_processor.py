@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURES
 from PIL import Image
 
-from vit import ImageError, ViTFeatureExtractor, ViTImageProcessor
+from vit import ViTFeatureExtractor, ViTImageProcessor
 
 IMAGES = FIXTURES / "image_processor"
 MANIFEST = json.loads((IMAGES / "manifest.json").read_text())

@@ -78,12 +78,24 @@ def _specs(config: ViTConfig) -> dict[str, ParamSpec]:
     return parameter_specs(config, "classification")
 
 
-def _resize_if_needed(state: dict[str, np.ndarray], config: ViTConfig, source_grid: tuple[int, int],
-                      method: str) -> None:
+def _geometry(grid: tuple[int, int], ph: int, pw: int) -> dict[str, Any]:
+    """image_size, patch_size and encoder_stride for a patch grid: ints when square, [h, w] pairs when not."""
+    square_patch = ph == pw
+    image = grid[0] * ph if square_patch and grid[0] == grid[1] else [grid[0] * ph, grid[1] * pw]
+    patch = ph if square_patch else [ph, pw]
+    return {"image_size": image, "patch_size": patch, "encoder_stride": patch}
+
+
+def _resized(state: dict[str, np.ndarray], config: ViTConfig, image_size: Any, method: str) -> ViTConfig:
+    """The config at `image_size`, with the position embeddings in `state` resized to its grid."""
+    if image_size is None:
+        return config
+    target = config.copy(image_size=image_size)
     name = "vit.embeddings.position_embeddings"
-    if source_grid != config.grid_hw:
-        state[name] = resize_position_embeddings(state[name], source_grid, config.grid_hw, config.num_prefix_tokens,
-                                                 method).astype(state[name].dtype)
+    if config.grid_hw != target.grid_hw:
+        state[name] = resize_position_embeddings(state[name], config.grid_hw, target.grid_hw,
+                                                 target.num_prefix_tokens, method).astype(state[name].dtype)
+    return target
 
 
 def _position_layout(rows: int, class_token: bool, patch_hw: tuple[int, int], image_size: Any,
@@ -165,9 +177,7 @@ def from_timm(
     config = ViTConfig(
         hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=num_attention_heads,
         intermediate_size=state["blocks.0.mlp.fc1.weight"].shape[0], hidden_act=hidden_act,
-        layer_norm_eps=layer_norm_eps, image_size=[grid[0] * ph, grid[1] * pw] if ph != pw or grid[0] != grid[1]
-        else grid[0] * ph, patch_size=[ph, pw] if ph != pw else ph, encoder_stride=[ph, pw] if ph != pw else ph,
-        num_channels=channels, qkv_bias="blocks.0.attn.qkv.bias" in state, pooling=pooling, use_fc_norm=fc_norm,
+        layer_norm_eps=layer_norm_eps, **_geometry(grid, ph, pw), num_channels=channels, qkv_bias="blocks.0.attn.qkv.bias" in state, pooling=pooling, use_fc_norm=fc_norm,
         class_token=class_token, num_labels=labels,
         classifier_input="pooler" if "pre_logits.fc.weight" in state else "sequence",
         pooler_output_size=state["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in state else None,
@@ -185,10 +195,7 @@ def from_timm(
     leftover = sorted(set(state) - used)
     if leftover:
         raise CheckpointError(f"timm tensors that vit's ViT has no place for (never dropped silently): {leftover}")
-    if image_size is not None:
-        target = config.copy(image_size=image_size)
-        _resize_if_needed(canonical, target, config.grid_hw, resize_method)
-        config = target
+    config = _resized(canonical, config, image_size, resize_method)
     recipe = {"resample": 3, "image_mean": [0.5] * channels, "image_std": [0.5] * channels, **(processor or {})}
     recipe["size"] = dict(zip(("height", "width"), config.image_hw, strict=True))
     return Converted(config, canonical, ViTImageProcessor(**recipe))
@@ -292,9 +299,7 @@ def from_jax(
     config = ViTConfig(
         hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
         intermediate_size=a[block + "MlpBlock_3/Dense_0/kernel"].shape[1], hidden_act=hidden_act,
-        layer_norm_eps=layer_norm_eps, image_size=[grid[0] * ph, grid[1] * pw] if ph != pw or grid[0] != grid[1]
-        else grid[0] * ph, patch_size=[ph, pw] if ph != pw else ph, encoder_stride=[ph, pw] if ph != pw else ph,
-        num_channels=channels, qkv_bias=block + "MultiHeadDotProductAttention_1/query/bias" in a,
+        layer_norm_eps=layer_norm_eps, **_geometry(grid, ph, pw), num_channels=channels, qkv_bias=block + "MultiHeadDotProductAttention_1/query/bias" in a,
         pooling=pooling or ("cls" if class_token else "mean"), class_token=class_token, num_labels=labels,
         classifier_input="pooler" if pre_logits else "sequence",
         pooler_output_size=a["pre_logits/kernel"].shape[1] if pre_logits else None,
@@ -309,10 +314,7 @@ def from_jax(
     leftover = sorted(set(a) - used)
     if leftover:
         raise CheckpointError(f"Tensors that vit's ViT has no place for (never dropped silently): {leftover}")
-    if image_size is not None:
-        target = config.copy(image_size=image_size)
-        _resize_if_needed(canonical, target, config.grid_hw, resize_method)
-        config = target
+    config = _resized(canonical, config, image_size, resize_method)
     size = dict(zip(("height", "width"), config.image_hw, strict=True))
     recipe = ViTImageProcessor(size=size, resample=2, image_mean=[0.5] * channels, image_std=[0.5] * channels)
     return Converted(config, canonical, recipe)

@@ -64,3 +64,12 @@ def check_head_mask(shape: Sequence[int], config: ViTConfig) -> None:
             f"head_mask must have shape ({config.num_attention_heads},) or ({config.num_hidden_layers}, "
             f"{config.num_attention_heads}), got {tuple(shape)}."
         )
+
+
+def check_mim_stride(config: ViTConfig) -> None:
+    """The MIM loss compares the reconstruction with the input: the decoder must upsample by the patch size."""
+    if config.stride_hw != config.patch_hw:
+        raise ValueError(
+            f"With bool_masked_pos, patch_size ({config.patch_size}) must equal encoder_stride "
+            f"({config.encoder_stride}), so that the reconstruction has the input's size."
+        )

@@ -5,8 +5,6 @@ Each case gets an error that names the file and the problem, or is processed cor
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from conftest import FIXTURES

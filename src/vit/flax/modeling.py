@@ -20,7 +20,7 @@ from flax import nnx
 
 from .. import outputs as _outputs
 from ..config import ViTConfig
-from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
 from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
 from ..params import flatten, from_layout, layout_name, nest, to_layout
 from ..pretrained import PretrainedMixin, init_is_skipped
@@ -584,11 +584,8 @@ class FlaxViTForMaskedImageModeling(FlaxViTPreTrainedModel):
     def __call__(self, pixel_values, bool_masked_pos=None, head_mask=None, output_attentions: bool | None = None,
                  output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
                  return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
-        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
-            raise ValueError(
-                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
-                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
-            )
+        if bool_masked_pos is not None:
+            check_mim_stride(self.config)
         pixel_values, grid, bool_masked_pos, head_mask = self._prepare(pixel_values, bool_masked_pos, head_mask,
                                                                        interpolate_pos_encoding)
         return self._run(pixel_values, (bool_masked_pos, head_mask), grid, params, dropout_rng, train,

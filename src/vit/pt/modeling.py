@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ViTConfig
-from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
 from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
@@ -480,11 +480,8 @@ class ViTForMaskedImageModeling(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
-        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
-            raise ValueError(
-                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
-                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
-            )
+        if bool_masked_pos is not None:
+            check_mim_stride(self.config)
         outputs = self.vit(pixel_values, bool_masked_pos, head_mask, output_attentions, output_hidden_states,
                            interpolate_pos_encoding, return_dict=True)
         pixel_values = torch.as_tensor(pixel_values)

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import ViTConfig
-from ..inputs import check_head_mask, check_mask, check_pixel_values, resolve_problem_type
+from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
 from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
 from ..params import from_layout, layout_name, to_layout
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
@@ -574,11 +574,8 @@ class TFViTForMaskedImageModeling(TFViTPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ):
-        if bool_masked_pos is not None and self.config.stride_hw != self.config.patch_hw:
-            raise ValueError(
-                f"With bool_masked_pos, patch_size ({self.config.patch_size}) must equal encoder_stride "
-                f"({self.config.encoder_stride}), so that the reconstruction has the input's size."
-            )
+        if bool_masked_pos is not None:
+            check_mim_stride(self.config)
         outputs = self.vit(pixel_values, bool_masked_pos=bool_masked_pos, head_mask=head_mask,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                            interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, training=training)
