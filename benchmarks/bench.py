@@ -363,7 +363,7 @@ def bench_processor(rounds: int, have_hf: bool) -> dict:
 
 # ------------------------------------------------------------------------------------ load time, memory
 LOAD_SNIPPET = """
-import os, resource, sys, time, warnings
+import os, sys, time, warnings
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 warnings.filterwarnings("ignore")
 import numpy as np
@@ -391,7 +391,9 @@ else:
         from transformers import FlaxViTForImageClassification as cls
     start = time.perf_counter(); model = cls.from_pretrained(folder); load = time.perf_counter() - start
     np.asarray(model(x).logits)
-print(load, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM is this process's own peak (ru_maxrss can carry the parent's high-water mark across fork and exec).
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+print(load, peak)
 """
 
 
