@@ -77,7 +77,9 @@ class Dense(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = self.dtype or x.dtype
-        y = jnp.matmul(x.astype(dtype), self.kernel[...].astype(dtype))
+        # A 2-D matmul: XLA's CPU backward pass is about 25% faster than for a batched (..., in) x (in, out) one.
+        flat = x.reshape(-1, x.shape[-1]).astype(dtype)
+        y = jnp.matmul(flat, self.kernel[...].astype(dtype)).reshape(*x.shape[:-1], self.kernel.shape[-1])
         return y + self.bias[...].astype(dtype) if self.bias is not None else y
 
 
@@ -127,7 +129,8 @@ class _ConvProjection(nnx.Module):
     def __call__(self, patches: jax.Array) -> jax.Array:
         dtype = self.dtype or patches.dtype
         kernel = self.kernel[...].reshape(-1, self.kernel.shape[-1]).astype(dtype)
-        return jnp.matmul(patches.astype(dtype), kernel) + self.bias[...].astype(dtype)
+        flat = patches.reshape(-1, patches.shape[-1]).astype(dtype)
+        return (jnp.matmul(flat, kernel) + self.bias[...].astype(dtype)).reshape(*patches.shape[:-1], kernel.shape[-1])
 
 
 class FlaxViTEmbeddings(nnx.Module):
