@@ -76,6 +76,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .checkpoint import WEIGHT_FILES
     from .config import ViTConfig
     from .params import parameter_specs
@@ -90,7 +92,7 @@ def _run_info(args: argparse.Namespace) -> int:
     info = {
         "folder": os.path.abspath(args.folder),
         "architecture": architecture,
-        "parameters": int(sum(int(__import__("numpy").prod(s.shape)) for s in specs.values())),
+        "parameters": int(sum(int(np.prod(s.shape)) for s in specs.values())),
         "image_size": config.image_size, "patch_size": config.patch_size, "hidden_size": config.hidden_size,
         "layers": config.num_hidden_layers, "heads": config.num_attention_heads,
         "mlp_size": config.intermediate_size, "pooling": config.pooling, "hidden_act": config.hidden_act,

@@ -239,10 +239,6 @@ def from_layout(array: np.ndarray, kind: str, leaf: int, layout: str) -> np.ndar
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def layout_shape(spec: ParamSpec, layout: str) -> tuple[int, ...]:
-    return to_layout(np.empty(spec.shape, dtype=np.uint8), spec.kind, spec.leaf, layout).shape
-
-
 def state_to_layout(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], layout: str) -> dict[str, np.ndarray]:
     """A canonical state dict -> {layout name: array} for the given specs (names outside them are kept as is)."""
     out = {}

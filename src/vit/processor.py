@@ -144,10 +144,6 @@ class ViTImageProcessor:
             raise ConfigError(f"{name} must be a number or a list of finite numbers, got {value!r}.")
         return [float(v) for v in values]
 
-    @property
-    def num_channels(self) -> int:
-        return len(self.image_mean) if len(self.image_mean) > 1 else 3 if self.do_convert_rgb is not False else 1
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "do_convert_rgb": self.do_convert_rgb,
