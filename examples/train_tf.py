@@ -6,7 +6,8 @@
 Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
 AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
 To checkpoint every N steps and resume exactly, each Keras "epoch" is N steps of the real schedule and
-`BackupAndRestore` saves at its end. (Data-parallel training with tf.distribute is not supported yet.)
+`BackupAndRestore` saves at its end. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
+the GPUs, or over `--cpu-replicas` logical CPU devices when there is no GPU).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
         signature = {"pixel_values": pixels, "bool_masked_pos": tf.TensorSpec((None, num_patches), tf.bool)}
     else:
         signature = (pixels, tf.TensorSpec((None,), tf.int64))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature)
+    options = tf.data.Options()
+    # One generator feeds every replica; tf.distribute splits each global batch (there are no files to shard).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).with_options(options)
 
 
 class Report(keras.callbacks.Callback):
@@ -99,7 +103,15 @@ def build(args, classes: list[str]):
 
 
 def main() -> None:
-    args = training_arguments(__doc__).parse_args()
+    parser = training_arguments(__doc__)
+    parser.add_argument("--data-parallel", action="store_true", help="MirroredStrategy over the visible devices")
+    parser.add_argument("--cpu-replicas", type=int, default=2, help="with --data-parallel and no GPU: CPU replicas")
+    args = parser.parse_args()
+    devices = None
+    if args.data_parallel and not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if args.mixed_precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     processor = ViTImageProcessor(size=args.image_size)
@@ -107,8 +119,11 @@ def main() -> None:
     per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * per_epoch
     stop = min(total, args.max_steps or total)
-    model = build(args, data.classes)
-    model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total), weight_decay=0.05))
+    strategy = tf.distribute.MirroredStrategy(devices) if args.data_parallel else tf.distribute.get_strategy()
+    with strategy.scope():
+        model = build(args, data.classes)
+        model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total),
+                                                       weight_decay=0.05))
     report = Report(data, args, per_epoch, stop)
     backup_dir = os.path.join(args.out, "checkpoint")
     if not args.resume and os.path.isdir(backup_dir):
@@ -125,7 +140,7 @@ def main() -> None:
                   verbose=1 if sys.stderr.isatty() else 2)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    print(json.dumps({"steps": stop, "losses": report.losses,
+    print(json.dumps({"steps": stop, "losses": report.losses, "devices": strategy.num_replicas_in_sync,
                       "eval_accuracy": evaluate(model, data, args.batch_size) if args.task == "classify" else None}))
 
 

@@ -62,11 +62,11 @@ def test_mixed_precision_runs(framework, folder, tmp_path):
     assert len(summary["losses"]) == 6 and np.isfinite(summary["losses"]).all()
 
 
-@pytest.mark.parametrize("framework_name", ["pt", "flax"])
+@pytest.mark.parametrize("framework_name", ["pt", "tf", "flax"])
 def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tmp_path):
-    """Data parallelism: two workers (torchrun processes, or JAX devices) on half of each batch end with the
-    same losses and weights as one worker on whole batches."""
-    pytest.importorskip({"pt": "torch", "flax": "jax"}[framework_name])
+    """Data parallelism: two workers (torchrun processes, MirroredStrategy replicas, or JAX devices) on half of
+    each batch end with the same losses and weights as one worker on whole batches (the last batch is odd)."""
+    pytest.importorskip({"pt": "torch", "tf": "tensorflow", "flax": "jax"}[framework_name])
     single = train(framework_name, folder, tmp_path / "one", "--max-steps", "4")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     script = [str(ROOT / "examples" / f"train_{framework_name}.py"), "--data", folder, "--out", str(tmp_path / "two"),
@@ -79,7 +79,7 @@ def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tm
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     double = json.loads(result.stdout.strip().splitlines()[-1])
-    if framework_name == "flax":
+    if framework_name != "pt":
         assert double["devices"] == 2
     np.testing.assert_allclose(double["losses"], single["losses"], atol=1e-5)
     a = load_file(str(tmp_path / "one" / "model.safetensors"))

@@ -359,6 +359,8 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
         super().__init__(dtype=dtype, **kwargs)
         self.config = config
+        # Created here, not in train_step: under tf.distribute, variables must not be born inside a replica.
+        self._loss_mean = keras.metrics.Mean(name="loss")
 
     def post_init(self) -> None:
         self.built = True
@@ -423,16 +425,39 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
     # Keras training: the loss comes from the labels, as in HF's TF models.
     def train_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        share = tf.stop_gradient(self._replica_share(x))
         with tf.GradientTape() as tape:
             loss = self._step_loss(x, y, training=True)
-            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+            # tf.distribute sums the replicas' gradients: weighting each replica's mean loss by its share of
+            # the global batch makes the sum the gradient of the whole batch's mean loss, as on one device.
+            scaled = loss * share
+            scaled = self.optimizer.scale_loss(scaled) if hasattr(self.optimizer, "scale_loss") else scaled
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        return self._track_loss(loss)
+        return self._track_loss(self._global_mean(loss, share))
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._track_loss(self._step_loss(x, y, training=False))
+        loss = self._step_loss(x, y, training=False)
+        return self._track_loss(self._global_mean(loss, self._replica_share(x)))
+
+    @staticmethod
+    def _replica_share(x) -> tf.Tensor:
+        """This replica's fraction of the global batch (1 without tf.distribute)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.constant(1.0)
+        pixels = x["pixel_values"] if isinstance(x, dict) else x
+        local = tf.cast(tf.shape(pixels)[0], tf.float32)
+        return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+    @staticmethod
+    def _global_mean(loss: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
+        """The whole batch's mean loss, the same on every replica."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return loss
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(loss, tf.float32) * share)
 
     def _step_loss(self, x, y, training: bool):
         kwargs = dict(x) if isinstance(x, dict) else {"pixel_values": x}
@@ -441,14 +466,12 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         return self(**kwargs, training=training).loss
 
     def _track_loss(self, loss):
-        if not hasattr(self, "_loss_mean"):
-            self._loss_mean = keras.metrics.Mean(name="loss")
         self._loss_mean.update_state(loss)
         return {"loss": self._loss_mean.result(), "last_loss": loss}
 
     @property
     def metrics(self):
-        return [self._loss_mean] if hasattr(self, "_loss_mean") else []
+        return [self._loss_mean]
 
     def export(self, filepath: str | os.PathLike, format: str = "tf_saved_model", **kwargs: Any) -> None:
         """Write a SavedModel whose `serve(pixel_values)` returns the output fields as a dict."""
