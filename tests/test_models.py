@@ -103,3 +103,15 @@ def test_legacy_formats_on_request(framework, fmt, filename, tmp_path):
     (tmp_path / "model.safetensors").unlink()
     again = load(framework, "classification", tmp_path)
     assert np.max(np.abs(run(framework, again, e["pixel_values"])["logits"] - e["logits"])) <= 1e-5
+
+
+def test_forward_features_and_pool(framework, tiny_config):
+    from frameworks import to_framework, to_numpy
+
+    config = tiny_config.copy(pooling="mean", use_fc_norm=True)
+    model = build(framework, "base", config)
+    features = model.forward_features(to_framework(framework, PIXELS))
+    pooled = to_numpy(model.pool(features))
+    assert to_numpy(features).shape == (2, 17, 32) and pooled.shape == (2, 32)
+    out = run(framework, model, PIXELS)
+    assert np.max(np.abs(to_numpy(features) - out["last_hidden_state"])) <= 1e-6

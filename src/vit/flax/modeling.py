@@ -552,6 +552,16 @@ class FlaxViTModel(FlaxViTPreTrainedModel):
         self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
         super().__init__(config, dtype, param_dtype, seed, add_pooling_layer=add_pooling_layer, use_mask_token=use_mask_token)
 
+    def forward_features(self, pixel_values, bool_masked_pos=None, interpolate_pos_encoding: bool = False,
+                         params: dict | None = None) -> jax.Array:
+        """The normalised token sequence (batch, tokens, hidden)."""
+        return self(pixel_values, bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding,
+                    params=params).last_hidden_state
+
+    def pool(self, sequence: jax.Array, params: dict | None = None) -> jax.Array:
+        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        return self._network(self.params if params is None else params).pool(sequence)
+
     def __call__(self, pixel_values, bool_masked_pos=None, head_mask=None, output_attentions: bool | None = None,
                  output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
                  return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
