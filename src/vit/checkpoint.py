@@ -23,13 +23,16 @@ from .files import atomic_save_folder, resolve_local_folder
 from .params import (
     EMBEDDING,
     HEAD_PREFIX,
+    HEAD_SCOPES,
     ParamSpec,
     all_known_specs,
+    family_state_from_layout,
     flatten,
     layout_name,
     nest,
     parameter_specs,
     state_from_layout,
+    state_to_family,
     to_layout,
 )
 from .resize import resize_position_embeddings
@@ -215,6 +218,13 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
     else:
         arrays = _read_file(path)
     layout = "tf" if name.endswith(".h5") else "flax" if name.endswith(".msgpack") else "pt"
+    if config.family != "vit":
+        # CLIP, SigLIP, DINOv2, DeiT: the family's column of the parameter table names the tensors.
+        state, _unknown, tower = family_state_from_layout(arrays, config, layout)
+        if tower:
+            logger.info("%s holds a two-tower %s model: loaded the vision tower, ignored the text tower (%d tensors).",
+                        path, config.family, len(tower))
+        return state
     if layout == "pt":
         return arrays
     state, _unknown = state_from_layout(arrays, config, layout)
@@ -237,7 +247,7 @@ def _describe(names: list[str], shapes: dict[str, tuple]) -> str:
 
 
 def _head_scoped(spec: ParamSpec) -> bool:
-    return spec.module.scope in ("pooler", "classification", "mim", "mask_token")
+    return spec.module.scope in ("pooler", "mask_token", *HEAD_SCOPES)
 
 
 def fit_state_dict(
@@ -266,7 +276,7 @@ def fit_state_dict(
     normalised: dict[str, np.ndarray] = {}
     for name, array in state.items():
         bare = name[len(HEAD_PREFIX):] if name.startswith(HEAD_PREFIX) else name
-        is_head_module = bare.split(".")[0] in ("classifier", "decoder")
+        is_head_module = bare in known and known[bare].module.scope in HEAD_SCOPES
         if wants_prefix and not has_prefix and not is_head_module and bare in known:
             name = HEAD_PREFIX + bare
         elif not wants_prefix and name.startswith(HEAD_PREFIX):
@@ -336,7 +346,7 @@ def fit_state_dict(
 
 
 def _resize_positions(array, spec, config, source_config, method) -> np.ndarray:
-    prefix = config.num_prefix_tokens
+    prefix = config.num_position_prefix_tokens
     n_old = array.shape[1] - prefix
     if source_config is not None and source_config.num_patches == n_old:
         old_grid = source_config.grid_hw
@@ -412,6 +422,21 @@ def save_checkpoint(
     unknown = [n for n in state if n not in specs]
     if unknown:
         raise CheckpointError(f"Cannot save tensors that the parameter table does not know: {unknown}")
+    hf_state = state
+    if config.family != "vit":
+        # The family's own HF names (e.g. CLIP's vision_model.*), so that HF's class for the family reads the file.
+        if set(formats) - {"safetensors", "pt"}:
+            raise CheckpointError(
+                f"A {config.family} model is saved in HF's PyTorch layout only (formats 'safetensors' and 'pt'); "
+                f"got formats={tuple(formats)}. HF's TF and Flax classes read those files with from_pt=True."
+            )
+        try:
+            hf_state = state_to_family(state, specs, config.family)
+        except KeyError as err:
+            raise CheckpointError(
+                f"HF's {config.family} models have no place for this model's parameters ({err.args[0]}); "
+                "save it as a plain ViT: model.config.family = 'vit' before save_pretrained."
+            ) from err
     out_config = config.copy()
     if architecture:
         out_config.extra["architectures"] = [architecture]
@@ -422,9 +447,9 @@ def save_checkpoint(
         writers[name] = lambda p, text=text: _write_text(p, text)
     for fmt in formats:
         if fmt == "safetensors":
-            writers[SAFE_WEIGHTS_NAME] = lambda p: _write_safetensors(state, p)
+            writers[SAFE_WEIGHTS_NAME] = lambda p: _write_safetensors(hf_state, p)
         elif fmt == "pt":
-            writers[PT_WEIGHTS_NAME] = lambda p: _write_torch_bin(state, p)
+            writers[PT_WEIGHTS_NAME] = lambda p: _write_torch_bin(hf_state, p)
         elif fmt == "tf":
             writers[TF_WEIGHTS_NAME] = lambda p: _write_tf_h5(state, specs, head, p)
         elif fmt == "flax":
@@ -465,6 +490,8 @@ def init_state(config: ViTConfig, specs: dict[str, ParamSpec], seed: int = 0) ->
         if spec.kind == EMBEDDING:
             if spec.module.name == "embeddings.mask_token":
                 value = np.zeros(spec.shape)
+            elif spec.module.scope == "layer_scale":
+                value = np.full(spec.shape, config.layer_scale_init_value)
             else:
                 value = _truncated_normal(rng, spec.shape, std)
         elif spec.leaf == 1:

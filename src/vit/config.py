@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import warnings
@@ -19,12 +20,171 @@ from .errors import ConfigError
 from .files import atomic_write_text, resolve_local_folder
 
 CONFIG_NAME = "config.json"
+logger = logging.getLogger("vit")
 
 # Activations every framework implements identically; the aliases are HF's names.
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu", "relu", "silu", "swish", "tanh")
 POOLER_ACTIVATIONS = ("tanh", "relu", "gelu", "gelu_pytorch_tanh", "gelu_new", "quick_gelu", "silu", "swish")
-POOLING_ALIASES = {"cls": "cls", "token": "cls", "mean": "mean", "gap": "mean", "avg": "mean"}
+POOLING_ALIASES = {"cls": "cls", "token": "cls", "mean": "mean", "gap": "mean", "avg": "mean", "map": "map"}
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+# What the classifier reads: the pooled token ("sequence"), the dense pooler ("pooler", the original code's
+# pre-logits), or DINOv2's class token concatenated with the mean of the patch tokens ("cls_and_mean").
+CLASSIFIER_INPUTS = ("sequence", "pooler", "cls_and_mean")
+# How position embeddings are resized to another grid: torch's bicubic (HF ViT, CLIP, SigLIP, DeiT, DINOv2),
+# or with antialias (HF DINOv2 with registers, timm).
+POSITION_INTERPOLATIONS = ("bicubic", "bicubic_antialias")
+
+# ------------------------------------------------------------------------------------------ families
+# A family is a configuration (the fields below) plus a column of names in `vit.params.MODULES`. These are the
+# HF model_type of each family's vision model; the two-tower model types map to their vision tower.
+VISION_MODEL_TYPES = {
+    "vit": "vit",
+    "clip": "clip_vision_model",
+    "siglip": "siglip_vision_model",
+    "dinov2": "dinov2",
+    "dinov2_with_registers": "dinov2_with_registers",
+    "deit": "deit",
+}
+FAMILY_OF_MODEL_TYPE = {
+    **{model_type: family for family, model_type in VISION_MODEL_TYPES.items()},
+    "clip": "clip",
+    "siglip": "siglip",
+}
+TWO_TOWER_MODEL_TYPES = ("clip", "siglip")
+# HF's defaults for the keys each family's config.json may omit (HF CLIPVisionConfig, SiglipVisionConfig,
+# Dinov2Config, Dinov2WithRegistersConfig, DeiTConfig).
+_FAMILY_HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "clip": dict(hidden_size=768, intermediate_size=3072, projection_dim=512, num_hidden_layers=12,
+                 num_attention_heads=12, num_channels=3, image_size=224, patch_size=32, hidden_act="quick_gelu",
+                 layer_norm_eps=1e-5, attention_dropout=0.0, initializer_range=0.02),
+    "siglip": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   num_channels=3, image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh",
+                   layer_norm_eps=1e-6, attention_dropout=0.0, vision_use_head=True),
+    "dinov2": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, hidden_act="gelu",
+                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.02,
+                   layer_norm_eps=1e-6, image_size=224, patch_size=14, num_channels=3, qkv_bias=True,
+                   layerscale_value=1.0, use_swiglu_ffn=False),
+    "deit": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 hidden_act="gelu", layer_norm_eps=1e-12, image_size=224, patch_size=16, num_channels=3,
+                 encoder_stride=16),
+}
+_FAMILY_HF_DEFAULTS["dinov2_with_registers"] = dict(_FAMILY_HF_DEFAULTS["dinov2"], num_register_tokens=4)
+# Keys of the families' configs that carry no meaning for the vision model: kept in `extra`, written back.
+FAMILY_KNOWN_KEYS: dict[str, frozenset[str]] = {
+    "clip": frozenset({"initializer_factor", "dropout", "projection_dim"}),
+    "siglip": frozenset({"initializer_factor"}),
+    "dinov2": frozenset({"drop_path_rate", "out_features", "out_indices", "stage_names", "apply_layernorm",
+                         "reshape_hidden_states", "use_mask_token", "mlp_ratio", "layerscale_value"}),
+    "deit": frozenset(),
+}
+FAMILY_KNOWN_KEYS["dinov2_with_registers"] = FAMILY_KNOWN_KEYS["dinov2"] | {"num_register_tokens"}
+# The extension fields whose values a family fixes; everything else keeps ViTConfig's default.
+_EXTENSION_DEFAULTS: dict[str, Any] = dict(
+    pooling="cls", use_fc_norm=False, class_token=True, classifier_input="sequence", pre_layernorm=False,
+    layer_scale_init_value=None, num_register_tokens=0, distillation_token=False, use_swiglu_ffn=False,
+    pooler_dense=True, projection_dim=None, patch_embedding_bias=True, no_embed_class=False,
+    position_interpolation="bicubic", always_interpolate_pos_encoding=False,
+)
+
+
+def _dinov2_mlp_width(hidden_size: int, mlp_ratio: float, swiglu: bool) -> int:
+    """HF Dinov2's MLP width; its SwiGLU shrinks it to 2/3 and rounds up to a multiple of 8."""
+    width = int(hidden_size * mlp_ratio)
+    return (int(width * 2 / 3) + 7) // 8 * 8 if swiglu else width
+
+
+def family_kwargs(data: Mapping[str, Any]) -> dict[str, Any]:
+    """ViTConfig keyword arguments from an HF config.json of any family (ViT's is returned as it is).
+
+    Two-tower configs (CLIPModel, SiglipModel) give their `vision_config`; the text tower is ignored.
+    """
+    model_type = data.get("model_type") or "vit"
+    family = FAMILY_OF_MODEL_TYPE.get(model_type)
+    if family is None:
+        raise ConfigError(
+            f"config model_type {model_type!r} is not a ViT family vit knows; known: "
+            f"{', '.join(sorted(FAMILY_OF_MODEL_TYPE))}."
+        )
+    data = {k: v for k, v in data.items() if k != "model_type"}
+    if family == "vit":
+        return data
+    if model_type in TWO_TOWER_MODEL_TYPES:
+        vision = data.get("vision_config")
+        if not isinstance(vision, Mapping):
+            raise ConfigError(f"A {model_type!r} config must hold a `vision_config` object; this one has none.")
+        logger.debug("%s config: using its vision tower (vision_config); the text tower is ignored.", model_type)
+        # HF's bookkeeping keys of the outer config still describe the file (architectures, dtype, ...).
+        outer = {k: data[k] for k in ("architectures", "dtype", "torch_dtype", "transformers_version") if k in data}
+        data = {**{k: v for k, v in vision.items() if k != "model_type"}, **outer}
+    hf = {**_FAMILY_HF_DEFAULTS[family], **data}
+    out: dict[str, Any] = dict(family=family)
+    if family in ("clip", "siglip"):
+        out.update(
+            attention_probs_dropout_prob=hf.pop("attention_dropout"),
+            class_token=family == "clip",
+            pre_layernorm=family == "clip",
+            patch_embedding_bias=family == "siglip",
+            pooler_dense=False,
+        )
+        if family == "clip":
+            # CLIP's post_layernorm norms the pooled class token only: our fc_norm after class pooling.
+            out.update(use_fc_norm=True, projection_dim=hf.pop("projection_dim"))
+        else:
+            if not hf.pop("vision_use_head"):
+                raise ConfigError("SigLIP configs with vision_use_head=false (no attention-pool head) are not "
+                                  "supported: their pooler_output is None. Use a checkpoint with the head.")
+            out.update(pooling="map")
+    elif family in ("dinov2", "dinov2_with_registers"):
+        swiglu = bool(hf.pop("use_swiglu_ffn"))
+        out.update(
+            intermediate_size=_dinov2_mlp_width(hf["hidden_size"], hf["mlp_ratio"], swiglu),
+            use_swiglu_ffn=swiglu,
+            layer_scale_init_value=hf["layerscale_value"],
+            pooler_dense=False,
+            classifier_input="cls_and_mean",
+            always_interpolate_pos_encoding=True,
+        )
+        if family == "dinov2_with_registers":
+            out.update(num_register_tokens=hf.pop("num_register_tokens"), position_interpolation="bicubic_antialias")
+    elif family == "deit":
+        out.update(distillation_token=True)
+    for key, value in hf.items():
+        out.setdefault(key, value)
+    return out
+
+
+def _family_hf_dict(config: ViTConfig) -> dict[str, Any]:
+    """The HF config.json keys of a family's vision model, from a ViTConfig."""
+    family = config.family
+    common = dict(hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+                  num_attention_heads=config.num_attention_heads, num_channels=config.num_channels,
+                  image_size=config.image_size, patch_size=config.patch_size, hidden_act=config.hidden_act,
+                  layer_norm_eps=config.layer_norm_eps, initializer_range=config.initializer_range)
+    if family in ("clip", "siglip"):
+        out = dict(common, intermediate_size=config.intermediate_size,
+                   attention_dropout=config.attention_probs_dropout_prob)
+        if family == "clip" and config.projection_dim is not None:
+            out["projection_dim"] = config.projection_dim
+        return out
+    out = dict(common, hidden_dropout_prob=config.hidden_dropout_prob,
+               attention_probs_dropout_prob=config.attention_probs_dropout_prob, qkv_bias=config.qkv_bias)
+    if family == "deit":
+        out.update(intermediate_size=config.intermediate_size, encoder_stride=config.encoder_stride,
+                   pooler_output_size=config.pooler_output_size, pooler_act=config.pooler_act)
+        return out
+    # DINOv2 states its MLP width as a ratio; write one that gives our width back.
+    ratio = config.extra.get("mlp_ratio")
+    if ratio is None or _dinov2_mlp_width(config.hidden_size, ratio, config.use_swiglu_ffn) != config.intermediate_size:
+        if config.use_swiglu_ffn:
+            raise ConfigError("Cannot write a DINOv2 SwiGLU config whose intermediate_size no mlp_ratio gives; "
+                              "keep `mlp_ratio` in config.extra.")
+        ratio = config.intermediate_size / config.hidden_size
+        ratio = int(ratio) if float(ratio).is_integer() else ratio
+    out.update(mlp_ratio=ratio, use_swiglu_ffn=config.use_swiglu_ffn,
+               layerscale_value=config.layer_scale_init_value if config.layer_scale_init_value is not None else 1.0)
+    if family == "dinov2_with_registers":
+        out["num_register_tokens"] = config.num_register_tokens
+    return out
 
 # Keys that HF's PretrainedConfig writes or accepts. We accept them silently; the ones that carry meaning
 # for a ViT are fields below, the rest are kept in `extra` so that a read-then-write round trip keeps them.
@@ -105,8 +265,6 @@ class ViTConfig:
         768
     """
 
-    model_type = "vit"
-
     def __init__(
         self,
         hidden_size: int = 768,
@@ -129,6 +287,18 @@ class ViTConfig:
         use_fc_norm: bool = False,
         class_token: bool = True,
         classifier_input: str = "sequence",
+        family: str = "vit",
+        pre_layernorm: bool = False,
+        layer_scale_init_value: float | None = None,
+        num_register_tokens: int = 0,
+        distillation_token: bool = False,
+        use_swiglu_ffn: bool = False,
+        pooler_dense: bool = True,
+        projection_dim: int | None = None,
+        patch_embedding_bias: bool = True,
+        no_embed_class: bool = False,
+        position_interpolation: str = "bicubic",
+        always_interpolate_pos_encoding: bool = False,
         id2label: Mapping[int | str, str] | None = None,
         label2id: Mapping[str, int] | None = None,
         num_labels: int | None = None,
@@ -156,13 +326,25 @@ class ViTConfig:
         self.use_fc_norm = use_fc_norm
         self.class_token = class_token
         self.classifier_input = classifier_input
+        self.family = family
+        self.pre_layernorm = pre_layernorm
+        self.layer_scale_init_value = layer_scale_init_value
+        self.num_register_tokens = num_register_tokens
+        self.distillation_token = distillation_token
+        self.use_swiglu_ffn = use_swiglu_ffn
+        self.pooler_dense = pooler_dense
+        self.projection_dim = projection_dim
+        self.patch_embedding_bias = patch_embedding_bias
+        self.no_embed_class = no_embed_class
+        self.position_interpolation = position_interpolation
+        self.always_interpolate_pos_encoding = always_interpolate_pos_encoding
         self.problem_type = problem_type
         self.attn_implementation = kwargs.pop("_attn_implementation", None) or attn_implementation
         self._set_labels(id2label, label2id, num_labels)
         # HF's bookkeeping keys (architectures, transformers_version, ...) survive a read-then-write.
         self.extra: dict[str, Any] = {}
         for key, value in kwargs.items():
-            if key not in HF_KNOWN_KEYS:
+            if key not in HF_KNOWN_KEYS and key not in FAMILY_KNOWN_KEYS.get(family, ()):
                 warnings.warn(
                     f"ViTConfig: unknown key {key!r} (neither HF's ViTConfig nor vit knows it); it is kept "
                     "in `config.extra` but has no effect. Check the spelling.",
@@ -231,7 +413,24 @@ class ViTConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 1 if self.class_token else 0
+        """Tokens before the patches: class token, distillation token, then register tokens."""
+        return int(self.class_token) + int(self.distillation_token) + self.num_register_tokens
+
+    @property
+    def num_position_prefix_tokens(self) -> int:
+        """Prefix tokens that have a position embedding: class and distillation tokens (not with
+        `no_embed_class`, timm's layout), never register tokens (HF's and timm's DINOv2)."""
+        return 0 if self.no_embed_class else int(self.class_token) + int(self.distillation_token)
+
+    @property
+    def num_positions(self) -> int:
+        """Rows of the position-embedding table."""
+        return self.num_patches + self.num_position_prefix_tokens
+
+    @property
+    def model_type(self) -> str:
+        """HF's model_type of this family's vision model (written to config.json)."""
+        return VISION_MODEL_TYPES[self.family]
 
     @property
     def head_dim(self) -> int:
@@ -276,14 +475,39 @@ class ViTConfig:
             raise ConfigError(f"`hidden_act`={self.hidden_act!r} is not supported; choose one of {ACTIVATIONS}.")
         if self.pooler_act not in POOLER_ACTIVATIONS:
             raise ConfigError(f"`pooler_act`={self.pooler_act!r} is not supported; choose one of {POOLER_ACTIVATIONS}.")
-        if self.pooling not in ("cls", "mean"):
+        if self.pooling not in ("cls", "mean", "map"):
             raise ConfigError(f"`pooling`={self.pooling!r} is not supported; choose one of {sorted(POOLING_ALIASES)}.")
         if self.pooling == "cls" and not self.class_token:
             raise ConfigError("pooling='cls' needs a class token; set pooling='mean' or class_token=True.")
-        if self.use_fc_norm and self.pooling != "mean":
-            raise ConfigError("use_fc_norm=True only applies with pooling='mean' (timm's 'avg'); set pooling='mean'.")
-        if self.classifier_input not in ("sequence", "pooler"):
-            raise ConfigError(f"`classifier_input` must be 'sequence' or 'pooler', got {self.classifier_input!r}.")
+        if self.use_fc_norm and self.pooling == "map":
+            raise ConfigError("use_fc_norm=True norms the pooled token, but the MAP head has its own norm; "
+                              "set use_fc_norm=False with pooling='map'.")
+        if self.classifier_input not in CLASSIFIER_INPUTS:
+            raise ConfigError(f"`classifier_input` must be one of {CLASSIFIER_INPUTS}, got {self.classifier_input!r}.")
+        if self.classifier_input == "cls_and_mean" and not self.class_token:
+            raise ConfigError("classifier_input='cls_and_mean' (DINOv2's head) needs a class token; set class_token=True.")
+        if self.classifier_input == "pooler" and not self.pooler_dense:
+            raise ConfigError("classifier_input='pooler' reads the dense pooler; set pooler_dense=True.")
+        if self.family not in VISION_MODEL_TYPES:
+            raise ConfigError(f"`family`={self.family!r} is not known; choose one of {sorted(VISION_MODEL_TYPES)}.")
+        for name in ("pre_layernorm", "distillation_token", "use_swiglu_ffn", "pooler_dense", "patch_embedding_bias",
+                     "no_embed_class", "always_interpolate_pos_encoding", "class_token", "use_fc_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+        if self.distillation_token and not self.class_token:
+            raise ConfigError("distillation_token=True (DeiT) needs a class token before it; set class_token=True.")
+        if isinstance(self.num_register_tokens, bool) or not isinstance(self.num_register_tokens, int) \
+                or self.num_register_tokens < 0:
+            raise ConfigError(f"`num_register_tokens` must be a non-negative int, got {self.num_register_tokens!r}.")
+        value = self.layer_scale_init_value
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ConfigError(f"`layer_scale_init_value` must be a number (LayerScale) or null (none), got {value!r}.")
+        value = self.projection_dim
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"`projection_dim` must be a positive int or null, got {value!r}.")
+        if self.position_interpolation not in POSITION_INTERPOLATIONS:
+            raise ConfigError(f"`position_interpolation` must be one of {POSITION_INTERPOLATIONS}, "
+                              f"got {self.position_interpolation!r}.")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"`problem_type`={self.problem_type!r} is not one of {PROBLEM_TYPES} (or null).")
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -303,9 +527,7 @@ class ViTConfig:
     def from_dict(cls, data: Mapping[str, Any], **overrides: Any) -> ViTConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
-        if data.get("model_type", "vit") not in ("vit", None):
-            warnings.warn(f"config model_type is {data['model_type']!r}, not 'vit'.", stacklevel=2)
-        data = {k: v for k, v in data.items() if k != "model_type"}
+        data = family_kwargs(data)  # HF's CLIP, SigLIP, DINOv2 and DeiT configs become ViTConfig fields
         try:
             return cls(**{**data, **overrides})
         except TypeError as err:
@@ -336,6 +558,8 @@ class ViTConfig:
 
     # ------------------------------------------------------------------------------------ writing
     def to_dict(self) -> dict[str, Any]:
+        if self.family != "vit":
+            return self._family_to_dict()
         out: dict[str, Any] = dict(self.extra)
         out.update(
             hidden_size=self.hidden_size,
@@ -361,9 +585,22 @@ class ViTConfig:
         if self.problem_type is not None:
             out["problem_type"] = self.problem_type
         # Extensions are written only when they differ from HF, so HF can read our configs.
-        for name, hf_default in (("pooling", "cls"), ("use_fc_norm", False), ("class_token", True),
-                                 ("classifier_input", "sequence")):
+        for name, hf_default in _EXTENSION_DEFAULTS.items():
             if getattr(self, name) != hf_default:
+                out[name] = getattr(self, name)
+        return dict(sorted(out.items()))
+
+    def _family_to_dict(self) -> dict[str, Any]:
+        """HF's config.json of the family's vision model, plus the extensions that differ from the family's."""
+        out: dict[str, Any] = dict(self.extra)
+        out.update(_family_hf_dict(self), model_type=self.model_type)
+        if self.num_labels != 2 or any(name != f"LABEL_{i}" for i, name in self.id2label.items()):
+            out.update(id2label={str(k): v for k, v in self.id2label.items()}, label2id=dict(self.label2id))
+        if self.problem_type is not None:
+            out["problem_type"] = self.problem_type
+        implied = family_kwargs(out)
+        for name, vit_default in _EXTENSION_DEFAULTS.items():
+            if getattr(self, name) != implied.get(name, vit_default):
                 out[name] = getattr(self, name)
         return dict(sorted(out.items()))
 

@@ -77,3 +77,32 @@ class MaskedImageModelingOutput(ModelOutput):
     @property
     def logits(self) -> Any:
         return self.reconstruction
+
+
+@dataclass
+class ImageEmbeddingsOutput(ModelOutput):
+    """The output of `CLIPVisionModelWithProjection` (HF's `CLIPVisionModelOutput`): the projected `image_embeds`
+    (the pooled class token through `visual_projection`), then the encoder's values."""
+
+    image_embeds: Any = None
+    last_hidden_state: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+CLIPVisionModelOutput = ImageEmbeddingsOutput
+
+
+@dataclass
+class ImageClassifierWithTeacherOutput(ModelOutput):
+    """The output of `DeiTForImageClassificationWithTeacher`: `logits` is the mean of the class-token head's
+    `cls_logits` and the distillation-token head's `distillation_logits`, as in HF (inference only, no loss)."""
+
+    logits: Any = None
+    cls_logits: Any = None
+    distillation_logits: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+DeiTForImageClassificationWithTeacherOutput = ImageClassifierWithTeacherOutput

@@ -13,6 +13,11 @@ never the array's rank, decides how its arrays are transposed or reshaped into a
 
 The other columns give the module's name in timm and in the original google-research code; the
 conversion module (`vit.convert`) reads them, so there is no second copy of the table anywhere.
+
+The family columns (`clip`, `siglip`, `dinov2`, `deit`) give the module's name in that family's HF checkpoints
+(`Alias` when the family also stores the tensor differently: as an `nn.Embedding` table, without the leading
+singleton axes, or as one part of a fused projection). `family_state_from_layout` and `state_to_family` read and
+write a family's HF names from these columns; a family is never a second table.
 """
 
 from __future__ import annotations
@@ -27,8 +32,27 @@ if TYPE_CHECKING:
     from .config import ViTConfig
 
 DENSE, CONV, NORM, EMBEDDING = "dense", "conv", "norm", "embedding"
-HEADS = ("base", "classification", "mim")
+# "base" (ViTModel), "classification", "mim", "projection" (CLIPVisionModelWithProjection) and "distilled"
+# (DeiTForImageClassificationWithTeacher).
+HEADS = ("base", "classification", "mim", "projection", "distilled")
+HEAD_SCOPES = ("classification", "mim", "projection", "distilled")
 HEAD_PREFIX = "vit."
+# How a family's HF checkpoints store a tensor when not as the row's kind says: "table" is an nn.Embedding
+# (`weight` / TF `embeddings` / Flax `embedding`), "mha_in" is nn.MultiheadAttention's fused `in_proj_weight`.
+TABLE, MHA_IN = "table", "mha_in"
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A module's name in a family's HF checkpoints, and how that family stores it.
+
+    `squeeze` leading singleton axes of the canonical array are absent (CLIP's class_embedding is (D,), not
+    (1, 1, D)); `name` ending in `#k` is part k of three stacked along the output axis (a fused projection).
+    """
+
+    name: str
+    kind: str | None = None
+    squeeze: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,31 +69,99 @@ class Module:
     # The original JAX code keeps attention projections per head: "out" splits the output axis into
     # (heads, head_dim) (query/key/value), "in" splits the input axis (the output projection).
     jax_heads: str | None = None
+    # The family columns: the module's name in HF's CLIP, SigLIP, DINOv2 (with and without registers) and DeiT
+    # checkpoints; None where the family has no such module.
+    clip: str | Alias | None = None
+    siglip: str | Alias | None = None
+    dinov2: str | Alias | None = None
+    deit: str | Alias | None = None
 
+
+_CLIP_LAYER = "vision_model.encoder.layers.{i}."  # CLIP's and SigLIP's block prefix
+_BV_MAP = "MAPHead_0/"  # big_vision's attention-pool head
 
 MODULES: tuple[Module, ...] = (
-    Module("embeddings.cls_token", EMBEDDING, "cls_token", "cls"),
-    Module("embeddings.mask_token", EMBEDDING, None, None, scope="mask_token"),
-    Module("embeddings.position_embeddings", EMBEDDING, "pos_embed", "Transformer/posembed_input/pos_embedding"),
-    Module("embeddings.patch_embeddings.projection", CONV, "patch_embed.proj", "embedding"),
-    Module("encoder.layer.{i}.layernorm_before", NORM, "blocks.{i}.norm1", "Transformer/encoderblock_{i}/LayerNorm_0", "layer"),
+    Module("embeddings.cls_token", EMBEDDING, "cls_token", "cls",
+           clip=Alias("vision_model.embeddings.class_embedding", squeeze=2), dinov2="embeddings.cls_token",
+           deit="embeddings.cls_token"),
+    Module("embeddings.distillation_token", EMBEDDING, "dist_token", None, scope="distillation_token",
+           deit="embeddings.distillation_token"),
+    Module("embeddings.register_tokens", EMBEDDING, "reg_token", None, scope="register_tokens",
+           dinov2="embeddings.register_tokens"),
+    Module("embeddings.mask_token", EMBEDDING, None, None, scope="mask_token",
+           dinov2=Alias("embeddings.mask_token", squeeze=1), deit="embeddings.mask_token"),
+    Module("embeddings.position_embeddings", EMBEDDING, "pos_embed", "Transformer/posembed_input/pos_embedding",
+           clip=Alias("vision_model.embeddings.position_embedding", TABLE, squeeze=1),
+           siglip=Alias("vision_model.embeddings.position_embedding", TABLE, squeeze=1),
+           dinov2="embeddings.position_embeddings", deit="embeddings.position_embeddings"),
+    Module("embeddings.patch_embeddings.projection", CONV, "patch_embed.proj", "embedding",
+           clip="vision_model.embeddings.patch_embedding", siglip="vision_model.embeddings.patch_embedding",
+           dinov2="embeddings.patch_embeddings.projection", deit="embeddings.patch_embeddings.projection"),
+    Module("pre_layernorm", NORM, "norm_pre", None, scope="pre_layernorm", clip="vision_model.pre_layrnorm"),
+    Module("encoder.layer.{i}.layernorm_before", NORM, "blocks.{i}.norm1", "Transformer/encoderblock_{i}/LayerNorm_0", "layer",
+           clip=_CLIP_LAYER + "layer_norm1", siglip=_CLIP_LAYER + "layer_norm1", dinov2="encoder.layer.{i}.norm1",
+           deit="encoder.layer.{i}.layernorm_before"),
     Module("encoder.layer.{i}.attention.attention.query", DENSE, "blocks.{i}.attn.qkv#0",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query", "layer", "out"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query", "layer", "out",
+           clip=_CLIP_LAYER + "self_attn.q_proj", siglip=_CLIP_LAYER + "self_attn.q_proj",
+           dinov2="encoder.layer.{i}.attention.attention.query", deit="encoder.layer.{i}.attention.attention.query"),
     Module("encoder.layer.{i}.attention.attention.key", DENSE, "blocks.{i}.attn.qkv#1",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/key", "layer", "out"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/key", "layer", "out",
+           clip=_CLIP_LAYER + "self_attn.k_proj", siglip=_CLIP_LAYER + "self_attn.k_proj",
+           dinov2="encoder.layer.{i}.attention.attention.key", deit="encoder.layer.{i}.attention.attention.key"),
     Module("encoder.layer.{i}.attention.attention.value", DENSE, "blocks.{i}.attn.qkv#2",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/value", "layer", "out"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/value", "layer", "out",
+           clip=_CLIP_LAYER + "self_attn.v_proj", siglip=_CLIP_LAYER + "self_attn.v_proj",
+           dinov2="encoder.layer.{i}.attention.attention.value", deit="encoder.layer.{i}.attention.attention.value"),
     Module("encoder.layer.{i}.attention.output.dense", DENSE, "blocks.{i}.attn.proj",
-           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/out", "layer", "in"),
-    Module("encoder.layer.{i}.layernorm_after", NORM, "blocks.{i}.norm2", "Transformer/encoderblock_{i}/LayerNorm_2", "layer"),
+           "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/out", "layer", "in",
+           clip=_CLIP_LAYER + "self_attn.out_proj", siglip=_CLIP_LAYER + "self_attn.out_proj",
+           dinov2="encoder.layer.{i}.attention.output.dense", deit="encoder.layer.{i}.attention.output.dense"),
+    Module("encoder.layer.{i}.layer_scale1.lambda1", EMBEDDING, "blocks.{i}.ls1.gamma", None, "layer_scale",
+           dinov2="encoder.layer.{i}.layer_scale1.lambda1"),
+    Module("encoder.layer.{i}.layernorm_after", NORM, "blocks.{i}.norm2", "Transformer/encoderblock_{i}/LayerNorm_2", "layer",
+           clip=_CLIP_LAYER + "layer_norm2", siglip=_CLIP_LAYER + "layer_norm2", dinov2="encoder.layer.{i}.norm2",
+           deit="encoder.layer.{i}.layernorm_after"),
     Module("encoder.layer.{i}.intermediate.dense", DENSE, "blocks.{i}.mlp.fc1",
-           "Transformer/encoderblock_{i}/MlpBlock_3/Dense_0", "layer"),
+           "Transformer/encoderblock_{i}/MlpBlock_3/Dense_0", "layer_mlp",
+           clip=_CLIP_LAYER + "mlp.fc1", siglip=_CLIP_LAYER + "mlp.fc1", dinov2="encoder.layer.{i}.mlp.fc1",
+           deit="encoder.layer.{i}.intermediate.dense"),
     Module("encoder.layer.{i}.output.dense", DENSE, "blocks.{i}.mlp.fc2",
-           "Transformer/encoderblock_{i}/MlpBlock_3/Dense_1", "layer"),
-    Module("layernorm", NORM, "norm", "Transformer/encoder_norm"),
-    Module("fc_norm", NORM, "fc_norm", None),
-    Module("pooler.dense", DENSE, "pre_logits.fc", "pre_logits", scope="pooler"),
-    Module("classifier", DENSE, "head", "head", scope="classification"),
+           "Transformer/encoderblock_{i}/MlpBlock_3/Dense_1", "layer_mlp",
+           clip=_CLIP_LAYER + "mlp.fc2", siglip=_CLIP_LAYER + "mlp.fc2", dinov2="encoder.layer.{i}.mlp.fc2",
+           deit="encoder.layer.{i}.output.dense"),
+    # SwiGLU (DINOv2-g): weights_in holds the gate and the value halves side by side, as HF and timm keep them.
+    Module("encoder.layer.{i}.mlp.weights_in", DENSE, "blocks.{i}.mlp.fc1", None, "layer_swiglu",
+           dinov2="encoder.layer.{i}.mlp.weights_in"),
+    Module("encoder.layer.{i}.mlp.weights_out", DENSE, "blocks.{i}.mlp.fc2", None, "layer_swiglu",
+           dinov2="encoder.layer.{i}.mlp.weights_out"),
+    Module("encoder.layer.{i}.layer_scale2.lambda1", EMBEDDING, "blocks.{i}.ls2.gamma", None, "layer_scale",
+           dinov2="encoder.layer.{i}.layer_scale2.lambda1"),
+    Module("layernorm", NORM, "norm", "Transformer/encoder_norm", siglip="vision_model.post_layernorm",
+           dinov2="layernorm", deit="layernorm"),
+    Module("fc_norm", NORM, "fc_norm", None, clip="vision_model.post_layernorm"),
+    # The attention-pool (MAP) head: a learned probe attends to the tokens, then a residual MLP (SigLIP).
+    Module("head.probe", EMBEDDING, "attn_pool.latent", _BV_MAP + "probe", scope="map",
+           siglip="vision_model.head.probe"),
+    Module("head.attention.query", DENSE, "attn_pool.q", _BV_MAP + "MultiHeadDotProductAttention_0/query", "map", "out",
+           siglip=Alias("vision_model.head.attention#0", MHA_IN)),
+    Module("head.attention.key", DENSE, "attn_pool.kv#0", _BV_MAP + "MultiHeadDotProductAttention_0/key", "map", "out",
+           siglip=Alias("vision_model.head.attention#1", MHA_IN)),
+    Module("head.attention.value", DENSE, "attn_pool.kv#1", _BV_MAP + "MultiHeadDotProductAttention_0/value", "map", "out",
+           siglip=Alias("vision_model.head.attention#2", MHA_IN)),
+    Module("head.attention.out_proj", DENSE, "attn_pool.proj", _BV_MAP + "MultiHeadDotProductAttention_0/out", "map", "in",
+           siglip="vision_model.head.attention.out_proj"),
+    Module("head.layernorm", NORM, "attn_pool.norm", _BV_MAP + "LayerNorm_0", scope="map",
+           siglip="vision_model.head.layernorm"),
+    Module("head.mlp.fc1", DENSE, "attn_pool.mlp.fc1", _BV_MAP + "MlpBlock_0/Dense_0", scope="map",
+           siglip="vision_model.head.mlp.fc1"),
+    Module("head.mlp.fc2", DENSE, "attn_pool.mlp.fc2", _BV_MAP + "MlpBlock_0/Dense_1", scope="map",
+           siglip="vision_model.head.mlp.fc2"),
+    Module("pooler.dense", DENSE, "pre_logits.fc", "pre_logits", scope="pooler", deit="pooler.dense"),
+    Module("visual_projection", DENSE, None, None, scope="projection", clip="visual_projection"),
+    Module("classifier", DENSE, "head", "head", scope="classification", dinov2="classifier", deit="classifier"),
+    Module("cls_classifier", DENSE, "head", None, scope="distilled", deit="cls_classifier"),
+    Module("distillation_classifier", DENSE, "head_dist", None, scope="distilled", deit="distillation_classifier"),
     Module("decoder.0", CONV, None, None, scope="mim"),
 )
 
@@ -103,34 +195,71 @@ def _module_shapes(config: ViTConfig) -> dict[str, tuple[tuple[int, ...], ...]]:
     d, mlp, c = config.hidden_size, config.intermediate_size, config.num_channels
     ph, pw = config.patch_hw
     sh, sw = config.stride_hw
-    n_pos = config.num_patches + config.num_prefix_tokens
     qkv = ((d, d), (d,)) if config.qkv_bias else ((d, d),)
+    patch = ((d, c, ph, pw), (d,)) if config.patch_embedding_bias else ((d, c, ph, pw),)
+    labels = config.num_labels
     return {
         "embeddings.cls_token": ((1, 1, d),),
+        "embeddings.distillation_token": ((1, 1, d),),
+        "embeddings.register_tokens": ((1, config.num_register_tokens, d),),
         "embeddings.mask_token": ((1, 1, d),),
-        "embeddings.position_embeddings": ((1, n_pos, d),),
-        "embeddings.patch_embeddings.projection": ((d, c, ph, pw), (d,)),
+        "embeddings.position_embeddings": ((1, config.num_positions, d),),
+        "embeddings.patch_embeddings.projection": patch,
+        "pre_layernorm": ((d,), (d,)),
         "encoder.layer.{i}.layernorm_before": ((d,), (d,)),
         "encoder.layer.{i}.attention.attention.query": qkv,
         "encoder.layer.{i}.attention.attention.key": qkv,
         "encoder.layer.{i}.attention.attention.value": qkv,
         "encoder.layer.{i}.attention.output.dense": ((d, d), (d,)),
+        "encoder.layer.{i}.layer_scale1.lambda1": ((d,),),
         "encoder.layer.{i}.layernorm_after": ((d,), (d,)),
         "encoder.layer.{i}.intermediate.dense": ((mlp, d), (mlp,)),
         "encoder.layer.{i}.output.dense": ((d, mlp), (d,)),
+        "encoder.layer.{i}.mlp.weights_in": ((2 * mlp, d), (2 * mlp,)),
+        "encoder.layer.{i}.mlp.weights_out": ((d, mlp), (d,)),
+        "encoder.layer.{i}.layer_scale2.lambda1": ((d,),),
         "layernorm": ((d,), (d,)),
         "fc_norm": ((d,), (d,)),
+        "head.probe": ((1, 1, d),),
+        "head.attention.query": ((d, d), (d,)),
+        "head.attention.key": ((d, d), (d,)),
+        "head.attention.value": ((d, d), (d,)),
+        "head.attention.out_proj": ((d, d), (d,)),
+        "head.layernorm": ((d,), (d,)),
+        "head.mlp.fc1": ((mlp, d), (mlp,)),
+        "head.mlp.fc2": ((d, mlp), (d,)),
         "pooler.dense": ((config.pooler_output_size, d), (config.pooler_output_size,)),
-        "classifier": (
-            (config.num_labels, classifier_width(config)),
-            (config.num_labels,),
-        ),
+        "visual_projection": ((config.projection_dim or d, d),),  # CLIP's projection has no bias
+        "classifier": ((labels, classifier_width(config)), (labels,)),
+        "cls_classifier": ((labels, d), (labels,)),
+        "distillation_classifier": ((labels, d), (labels,)),
         "decoder.0": ((c * sh * sw, d, 1, 1), (c * sh * sw,)),
     }
 
 
 def classifier_width(config: ViTConfig) -> int:
-    return config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+    if config.classifier_input == "pooler":
+        return config.pooler_output_size
+    return 2 * config.hidden_size if config.classifier_input == "cls_and_mean" else config.hidden_size
+
+
+def _config_has(module: Module, config: ViTConfig) -> bool:
+    """Whether this config's architecture has the module at all (before the head's choices)."""
+    name, scope = module.name, module.scope
+    return {
+        "embeddings.cls_token": config.class_token,
+        "distillation_token": config.distillation_token,
+        "register_tokens": config.num_register_tokens > 0,
+        "pre_layernorm": config.pre_layernorm,
+        "layer_scale": config.layer_scale_init_value is not None,
+        "layer_mlp": not config.use_swiglu_ffn,
+        "layer_swiglu": config.use_swiglu_ffn,
+        "layernorm": not config.use_fc_norm,
+        "fc_norm": config.use_fc_norm,
+        "map": config.pooling == "map",
+        "pooler": config.pooler_dense,
+        "projection": config.projection_dim is not None,
+    }.get(name if name in ("embeddings.cls_token", "layernorm", "fc_norm") else scope, True)
 
 
 def model_modules(
@@ -145,19 +274,14 @@ def model_modules(
         use_mask_token = head == "mim"
     wanted = []
     for module in MODULES:
-        if module.name == "embeddings.cls_token" and not config.class_token:
+        if not _config_has(module, config):
             continue
         if module.scope == "mask_token" and not use_mask_token:
             continue
-        if module.name == "layernorm" and config.use_fc_norm:
-            continue
-        if module.name == "fc_norm" and not config.use_fc_norm:
-            continue
         if module.scope == "pooler" and not add_pooling_layer:
             continue
-        if module.scope == "classification" and (head != "classification" or config.num_labels == 0):
-            continue
-        if module.scope == "mim" and head != "mim":
+        if module.scope in HEAD_SCOPES and (module.scope != head or (head != "mim" and config.num_labels == 0
+                                                                        and module.scope != "projection")):
             continue
         wanted.append(module)
     return wanted
@@ -174,7 +298,7 @@ def parameter_specs(
     prefix = "" if head == "base" else HEAD_PREFIX
     specs: dict[str, ParamSpec] = {}
     for module in model_modules(config, head, add_pooling_layer, use_mask_token):
-        owner = "" if module.scope in ("classification", "mim") else prefix
+        owner = "" if module.scope in HEAD_SCOPES else prefix
         layers = range(config.num_hidden_layers) if "{i}" in module.name else [None]
         for layer in layers:
             base = module.name.format(i=layer)
@@ -287,3 +411,103 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+# ------------------------------------------------------------------------------------------ families
+# Which column of MODULES names each family's tensors (DINOv2 with registers shares DINOv2's names).
+FAMILY_COLUMNS = {"clip": "clip", "siglip": "siglip", "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
+                  "deit": "deit"}
+# Where HF's head models keep the backbone (ViT's `vit.`); CLIP's and SigLIP's names start with their tower,
+# `vision_model.`, in every class.
+FAMILY_HEAD_PREFIX = {"vit": HEAD_PREFIX, "clip": "", "siglip": "", "dinov2": "dinov2.",
+                      "dinov2_with_registers": "dinov2.", "deit": "deit."}
+# Leaf names of the storage kinds that only families use, per layout (no TF/Flax entry: HF has no such model).
+FAMILY_LEAVES = {TABLE: {"pt": ("weight",), "tf": ("embeddings",), "flax": ("embedding",)},
+                 MHA_IN: {"pt": ("in_proj_weight", "in_proj_bias")}}
+# The text tower of a two-tower checkpoint (CLIPModel, SiglipModel): read past, never loaded.
+TOWER_PREFIXES = ("text_model", "text_projection", "logit_scale", "logit_bias")
+
+
+def family_alias(spec: ParamSpec, family: str) -> Alias | None:
+    """The family column's entry for a parameter's module, or None if the family has no such module."""
+    value = getattr(spec.module, FAMILY_COLUMNS[family])
+    return Alias(value) if isinstance(value, str) else value
+
+
+def family_name(spec: ParamSpec, family: str, layout: str = "pt") -> tuple[str, int | None, Alias]:
+    """(the parameter's name in the family's HF layout, its part of a fused tensor or None, the alias).
+
+    Raises KeyError when the family has no such parameter (or not in that layout).
+    """
+    alias = family_alias(spec, family)
+    if alias is None:
+        raise KeyError(f"HF's {family} models have no parameter for {spec.name}")
+    base, _, part = alias.name.partition("#")
+    base = base.format(i=spec.layer)
+    if spec.name.startswith(HEAD_PREFIX):
+        base = FAMILY_HEAD_PREFIX[family] + base
+    kind = alias.kind or spec.kind
+    if kind in FAMILY_LEAVES:
+        leaf = FAMILY_LEAVES[kind][layout][spec.leaf]
+    else:
+        leaf = None if kind == EMBEDDING else LEAVES[layout][kind][spec.leaf]
+    name = base if leaf is None else f"{base}.{leaf}"
+    if layout != "pt":
+        name = name.replace(".", "/")
+        if layout == "tf":
+            name = re.sub(r"(^|/)(layers?)/(\d+)(/|$)", r"\1\2_._\3\4", name)
+    return name, int(part) if part else None, alias
+
+
+def family_state_from_layout(
+    arrays: dict[str, np.ndarray], config: ViTConfig, layout: str
+) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
+    """A family's HF tensors {name: array} (layout "pt", "tf" or "flax") -> canonical state dict.
+
+    Returns (state, unknown names kept as they are, names of the other tower that were left out). A name
+    that is not found is also tried without its first path component (HF's TF main-layer name, `clip/`).
+    """
+    lookup: dict[str, dict[int | None, tuple[ParamSpec, Alias]]] = {}
+    for spec in all_known_specs(config).values():
+        try:
+            name, part, alias = family_name(spec, config.family, layout)
+        except KeyError:
+            continue
+        lookup.setdefault(name, {}).setdefault(part, (spec, alias))
+    sep = "." if layout == "pt" else "/"
+    state, unknown, tower = {}, [], []
+    for name, array in arrays.items():
+        candidates = [name] + ([name.split(sep, 1)[1]] if sep in name else [])
+        found = next((c for c in candidates if c in lookup), None)
+        if found is None:
+            if any(c.split(sep)[0] in TOWER_PREFIXES for c in candidates):
+                tower.append(name)
+            else:
+                unknown.append(name)
+                state[name] = array
+            continue
+        parts = lookup[found]
+        for part, (spec, alias) in parts.items():
+            value = np.split(array, len(parts), axis=0)[part] if part is not None else array
+            value = from_layout(value, spec.kind, spec.leaf, layout)
+            state[spec.name] = value.reshape((1,) * alias.squeeze + value.shape) if alias.squeeze else value
+    return state, unknown, tower
+
+
+def state_to_family(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], family: str) -> dict[str, np.ndarray]:
+    """A canonical state dict -> the family's HF PyTorch names and arrays (what HF's PyTorch class loads)."""
+    out: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[int, np.ndarray]] = {}
+    for name, array in state.items():
+        name_in_family, part, alias = family_name(specs[name], family, "pt")
+        if alias.squeeze:
+            array = array.reshape(array.shape[alias.squeeze:])
+        if part is None:
+            out[name_in_family] = array
+        else:
+            fused.setdefault(name_in_family, {})[part] = array
+    for name_in_family, parts in fused.items():
+        if sorted(parts) != list(range(len(parts))) or len(parts) < 2:
+            raise KeyError(f"{name_in_family} is fused from several parameters, but only parts {sorted(parts)} are given")
+        out[name_in_family] = np.concatenate([parts[k] for k in sorted(parts)], axis=0)
+    return out
