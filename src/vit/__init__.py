@@ -20,6 +20,13 @@ _EXPORTS = {
     "BaseModelOutputWithPooling": "vit.outputs",
     "ImageClassifierOutput": "vit.outputs",
     "MaskedImageModelingOutput": "vit.outputs",
+    "ImageEmbeddingsOutput": "vit.outputs",
+    "CLIPVisionModelOutput": "vit.outputs",
+    "ImageClassifierWithTeacherOutput": "vit.outputs",
+    "DeiTForImageClassificationWithTeacherOutput": "vit.outputs",
+    # Auto classes: the class named by config.json (each imports only its own framework, when called)
+    **{f"{prefix}{name}": "vit.auto" for prefix in ("", "TF", "Flax")
+       for name in ("AutoModel", "AutoModelForImageClassification")},
     "ViTError": "vit.errors",
     "ConfigError": "vit.errors",
     "CheckpointError": "vit.errors",
@@ -40,6 +47,19 @@ _EXPORTS = {
     "FlaxViTForImageClassification": "vit.flax.modeling",
     "FlaxViTForMaskedImageModeling": "vit.flax.modeling",
 }
+
+# The ViT family: thin subclasses of the ViT classes that fix the family, the head and HF's architecture name,
+# in every framework.
+FAMILY_CLASSES = (
+    "ViTForImageClassificationWithTeacher", "ViTWithProjection",
+    "CLIPVisionModel", "CLIPVisionModelWithProjection", "SiglipVisionModel",
+    "Dinov2Model", "Dinov2ForImageClassification", "Dinov2WithRegistersModel",
+    "Dinov2WithRegistersForImageClassification", "DeiTModel", "DeiTForImageClassification",
+    "DeiTForImageClassificationWithTeacher",
+)
+for _name in FAMILY_CLASSES:
+    for _prefix, _module in (("", "vit.pt.modeling"), ("TF", "vit.tf.modeling"), ("Flax", "vit.flax.modeling")):
+        _EXPORTS[_prefix + _name] = _module
 
 __all__ = sorted(_EXPORTS)
 
