@@ -56,6 +56,21 @@ _TF_MODEL_NAMES = {
 }
 
 
+# HF's class for each family and head, written to config.json's `architectures` whichever class saved.
+FAMILY_ARCHITECTURES = {
+    ("clip", "base"): "CLIPVisionModel",
+    ("clip", "projection"): "CLIPVisionModelWithProjection",
+    ("siglip", "base"): "SiglipVisionModel",
+    ("dinov2", "base"): "Dinov2Model",
+    ("dinov2", "classification"): "Dinov2ForImageClassification",
+    ("dinov2_with_registers", "base"): "Dinov2WithRegistersModel",
+    ("dinov2_with_registers", "classification"): "Dinov2WithRegistersForImageClassification",
+    ("deit", "base"): "DeiTModel",
+    ("deit", "classification"): "DeiTForImageClassification",
+    ("deit", "distilled"): "DeiTForImageClassificationWithTeacher",
+}
+
+
 # --------------------------------------------------------------------------------------------- reading
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
@@ -438,6 +453,7 @@ def save_checkpoint(
                 "save it as a plain ViT: model.config.family = 'vit' before save_pretrained."
             ) from err
     out_config = config.copy()
+    architecture = FAMILY_ARCHITECTURES.get((config.family, head), architecture)
     if architecture:
         out_config.extra["architectures"] = [architecture]
     out_config.extra["dtype"] = str(next(iter(state.values())).dtype) if state else "float32"

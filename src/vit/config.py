@@ -239,6 +239,17 @@ def to_pair(value: Any, field: str) -> tuple[int, int]:
     return pair
 
 
+def check_model_family(model_class: type, config: ViTConfig) -> None:
+    """A family's class (CLIPVisionModel, ...) takes that family's config only; the ViT classes take any."""
+    families = getattr(model_class, "families", ())
+    if families and config.family not in families:
+        raise ConfigError(
+            f"{model_class.__name__} needs a {' or '.join(families)} config (family={families[0]!r}), got "
+            f"family={config.family!r}. Read the family's config.json with ViTConfig.from_pretrained, or use the "
+            "ViT class of the same head, which takes any family."
+        )
+
+
 class ViTConfig:
     """Configuration of a Vision Transformer, compatible with Hugging Face's `config.json`.
 
