@@ -15,7 +15,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an HF, timm or original-JAX checkpoint into an HF folder",
                        description="Convert a checkpoint into an HF folder (config.json, model.safetensors, "
                                    "preprocessor_config.json) that vit loads in PyTorch, TensorFlow and Flax.")
-    p.add_argument("--from", dest="source_kind", choices=["auto", "hf", "timm", "jax"], default="auto",
+    p.add_argument("--from", dest="source_kind", choices=["auto", "hf", "timm", "jax", "openclip"], default="auto",
                    help="the source's kind (default: detect it)")
     p.add_argument("source", help="an HF folder, a timm .safetensors/.bin file or folder, or an original .npz")
     p.add_argument("out_dir", help="the folder to write")

@@ -1,8 +1,10 @@
-"""Conversion of timm and original google-research / big_vision checkpoints, to and from the canonical layout.
+"""Conversion of timm, original google-research / big_vision and OpenCLIP checkpoints, to and from the canonical
+layout.
 
-Every name comes from the `timm` and `jax` columns of the one parameter table (`vit.params.MODULES`); this
-module only adds the layout rules those columns need: timm's fused `qkv`, and the original code's per-head
-attention kernels, old and new module numbering, scanned layers and position embeddings without a class row.
+Every name comes from the `timm`, `jax` and `openclip` columns of the one parameter table (`vit.params.MODULES`);
+this module only adds the layout rules those columns need: fused projections (timm's `qkv` and `attn_pool.kv`,
+OpenCLIP's `in_proj_weight`), timm's two SwiGLU layouts, and the original code's per-head attention kernels, old
+and new module numbering, scanned layers and position embeddings without a class row.
 
 Whatever a state dict reveals is inferred (patch size, depth, width, MLP size, qkv bias, class token,
 pooling, fc_norm, pre-logits, labels). What it does not reveal is asked for by name, and a tensor that no
@@ -12,6 +14,7 @@ supported architecture has is an error naming it, never silently dropped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -24,24 +27,34 @@ import numpy as np
 from .checkpoint import find_weights_file, fit_state_dict, read_canonical, save_checkpoint
 from .config import ViTConfig
 from .errors import CheckpointError
-from .params import EMBEDDING, LEAVES, ParamSpec, from_layout, parameter_specs, to_layout
+from .params import (
+    DENSE,
+    EMBEDDING,
+    LEAVES,
+    MATMUL,
+    MODULES,
+    ParamSpec,
+    family_name,
+    from_layout,
+    parameter_specs,
+    to_layout,
+)
 from .processor import ViTImageProcessor
 from .resize import resize_position_embeddings
+
+logger = logging.getLogger("vit")
 
 # timm's head counts for its standard widths (ViT-Ti/S/B/L/H all use 64-wide heads except H and L's 16).
 TIMM_STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 TIMM_UNSUPPORTED = (
-    ("reg_token", "register tokens"),
-    ("dist_token", "a distillation token (DeiT distilled); use the non-distilled DeiT checkpoint"),
-    ("head_dist", "a distillation head (DeiT distilled); use the non-distilled DeiT checkpoint"),
-    (".ls1.", "layer scale"),
-    (".ls2.", "layer scale"),
     (".q_norm.", "qk-norm"),
     (".k_norm.", "qk-norm"),
-    ("attn_pool", "an attention-pool head"),
-    ("norm_pre", "a pre-norm before the blocks"),
     (".q_bias", "separate q/v biases"),
+    (".mlp.norm.", "a norm inside the MLP (timm's scale_mlp)"),
 )
+# LayerScale's init value is not in a trained checkpoint (only the trained factors are); it only matters for
+# training from scratch, so converted models get HF DINOv2's default.
+CONVERTED_LAYER_SCALE_INIT = 1.0
 # The released checkpoints use old Flax numbering; current Flax numbers the block's submodules anew.
 JAX_NEW_TO_OLD = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1", "LayerNorm_1": "LayerNorm_2",
                   "MlpBlock_0": "MlpBlock_3"}
@@ -74,8 +87,27 @@ def _foreign_name(spec: ParamSpec, column: str) -> tuple[str, int | None]:
     return base, int(part) if part else None
 
 
-def _specs(config: ViTConfig) -> dict[str, ParamSpec]:
-    return parameter_specs(config, "classification")
+def _specs(config: ViTConfig, head: str = "classification") -> dict[str, ParamSpec]:
+    return parameter_specs(config, head)
+
+
+def _fused_parts(column: str) -> dict[str, int]:
+    """{name template of a fused tensor: how many table rows share it} for a column ('qkv#0..2', 'kv#0..1')."""
+    parts: dict[str, int] = {}
+    for module in MODULES:
+        value = getattr(module, column)
+        name = value if isinstance(value, str) or value is None else value.name
+        if name and "#" in name:
+            base = name.partition("#")[0]
+            parts[base] = parts.get(base, 0) + 1
+    return parts
+
+
+def _split_part(array: np.ndarray, spec: ParamSpec, column: str, part: int) -> np.ndarray:
+    """Part `part` of a fused tensor, stacked along the output axis; the table says how many parts there are."""
+    value = getattr(spec.module, column)
+    template = (value if isinstance(value, str) else value.name).partition("#")[0]
+    return np.split(array, _fused_parts(column)[template], axis=0)[part]
 
 
 def _geometry(grid: tuple[int, int], ph: int, pw: int) -> dict[str, Any]:
@@ -98,22 +130,24 @@ def _resized(state: dict[str, np.ndarray], config: ViTConfig, image_size: Any, m
     return target
 
 
-def _position_layout(rows: int, class_token: bool, patch_hw: tuple[int, int], image_size: Any,
+def _position_layout(rows: int, prefix_rows: int, patch_hw: tuple[int, int], image_size: Any,
                      what: str) -> tuple[tuple[int, int], bool]:
-    """(patch grid, whether the first row belongs to the class token) of a position embedding with `rows` rows.
+    """(patch grid, whether the first `prefix_rows` rows belong to the prefix tokens) of a position embedding with
+    `rows` rows; `prefix_rows` is the class token (1), or the class and distillation tokens (2).
 
     An `image_size` whose grid fits the rows says which; otherwise a square grid is inferred, and
     `image_size` is only the size to resize to.
     """
+    prefix_rows = int(prefix_rows)
     if image_size is not None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         grid = (h // patch_hw[0], w // patch_hw[1])
-        if class_token and grid[0] * grid[1] == rows - 1:
+        if prefix_rows and grid[0] * grid[1] == rows - prefix_rows:
             return grid, True
         if grid[0] * grid[1] == rows:
             return grid, False
-    for has_class_row in ((True, False) if class_token else (False,)):
-        n = rows - int(has_class_row)
+    for has_class_row in ((True, False) if prefix_rows else (False,)):
+        n = rows - prefix_rows * int(has_class_row)
         side = int(round(n**0.5))
         if side * side == n:
             return (side, side), has_class_row
@@ -131,6 +165,21 @@ def _check_timm_supported(state: dict[str, np.ndarray]) -> None:
                 raise CheckpointError(f"timm tensor {name!r} belongs to {feature}, which vit does not support.")
 
 
+def _pack_timm_swiglu(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """timm's `SwiGLU` (separate `fc1_g` gate and `fc1_x` value) -> `SwiGLUPacked`'s one `fc1` (gate rows first),
+    the layout of the table's `weights_in`; both compute act(gate) * value."""
+    out = dict(state)
+    for name in [n for n in state if ".mlp.fc1_g." in n]:
+        value_name = name.replace(".fc1_g.", ".fc1_x.")
+        if value_name not in state:
+            raise CheckpointError(f"timm tensor {name!r} (SwiGLU's gate) has no {value_name!r} (its value half).")
+        out[name.replace(".fc1_g.", ".fc1.")] = np.concatenate([out.pop(name), out.pop(value_name)], axis=0)
+    stray = [n for n in out if ".mlp.fc1_x." in n]
+    if stray:
+        raise CheckpointError(f"timm tensors {stray} (SwiGLU's value half) have no fc1_g gate half.")
+    return out
+
+
 def from_timm(
     state: dict[str, np.ndarray],
     num_attention_heads: int | None = None,
@@ -142,10 +191,19 @@ def from_timm(
     resize_method: str = "bicubic_antialias",
     processor: dict[str, Any] | None = None,
 ) -> Converted:
-    """A timm `VisionTransformer` state dict -> canonical. `image_size` also resizes the position grid."""
+    """A timm `VisionTransformer` (or DeiT's `VisionTransformerDistilled`) state dict -> canonical.
+
+    The tensors reveal LayerScale (`ls1.gamma`), register tokens (`reg_token`), position embeddings without
+    prefix rows (`no_embed_class`), the attention-pool head (`attn_pool.*`, pooling "map"), the absence of a class
+    token, the pre-norm (`norm_pre`), SwiGLU (packed `fc1` twice as wide as `fc2`'s input, or `fc1_g`/`fc1_x`)
+    and DeiT's distillation token and head (`dist_token`, `head_dist`). The activation and LayerNorm eps are not
+    in the tensors: `hidden_act` and `layer_norm_eps` (timm's defaults here). `image_size` also resizes the
+    position grid.
+    """
     _check_timm_supported(state)
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         raise CheckpointError("Not a timm VisionTransformer state dict: no patch_embed.proj.weight / pos_embed.")
+    state = _pack_timm_swiglu(state)
     hidden, channels, ph, pw = state["patch_embed.proj.weight"].shape
     depth = len({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
     if depth == 0:
@@ -160,36 +218,75 @@ def from_timm(
         warnings.warn(f"Assuming timm's standard {num_attention_heads} heads for width {hidden}; pass "
                       "--num-attention-heads if the model differs.", stacklevel=2)
     class_token = "cls_token" in state
+    distillation_token = "dist_token" in state
+    registers = state["reg_token"].shape[1] if "reg_token" in state else 0
     fc_norm = "fc_norm.weight" in state
-    grid, has_class_row = _position_layout(state["pos_embed"].shape[1], class_token, (ph, pw), image_size, "timm")
-    if class_token and not has_class_row:
-        raise CheckpointError(
-            "timm tensor 'pos_embed' has no class-token row (no_embed_class=True), which vit does not support. "
-            "If the model has a class row on a non-square grid instead, pass --image-size HEIGHT WIDTH."
-        )
+    attention_pool = "attn_pool.latent" in state
+    # timm's SwiGLUPacked: fc1 holds the gate and the value, so it is twice as wide as fc2's input.
+    mlp_in, mlp_out = state["blocks.0.mlp.fc1.weight"].shape[0], state["blocks.0.mlp.fc2.weight"].shape[1]
+    swiglu = mlp_in == 2 * mlp_out
+    prefix_rows = int(class_token) + int(distillation_token)
+    if registers:
+        grid, covers_prefix = _position_layout(state["pos_embed"].shape[1], prefix_rows + registers, (ph, pw),
+                                               image_size, "timm")
+        if covers_prefix:
+            raise CheckpointError(
+                "timm tensor 'pos_embed' has rows for the register tokens (reg_tokens with no_embed_class=False), "
+                "which vit does not support: vit's register tokens, like HF's and DINOv2's, have no position "
+                "embedding. If the grid is not square instead, pass --image-size HEIGHT WIDTH."
+            )
+    grid, has_prefix_rows = _position_layout(state["pos_embed"].shape[1], prefix_rows, (ph, pw), image_size, "timm")
+    # timm's no_embed_class: the position embeddings cover the patches only; the prefix tokens get none.
+    no_embed_class = prefix_rows > 0 and not has_prefix_rows
+    if attention_pool:
+        if pooling not in (None, "map"):
+            raise CheckpointError(f"The checkpoint has an attention-pool head (attn_pool.*), which is its pooling; "
+                                  f"drop --pooling {pooling}.")
+        pooling = "map"
+        latent = state["attn_pool.latent"].shape[1]
+        if latent != 1:
+            raise CheckpointError(f"timm tensor 'attn_pool.latent' has {latent} latents; vit's attention-pool "
+                                  "head has one (timm's default latent_len=1).")
+        if state["attn_pool.mlp.fc1.weight"].shape[0] != mlp_out:
+            raise CheckpointError(
+                f"timm's attention-pool MLP is {state['attn_pool.mlp.fc1.weight'].shape[0]} wide but the blocks' "
+                f"MLP is {mlp_out}; vit's attention-pool head uses the blocks' width (timm's default mlp_ratio).")
     if pooling is None:
         pooling = "mean" if fc_norm or not class_token else "cls"
     if fc_norm and pooling != "mean":
         raise CheckpointError("The checkpoint has fc_norm, which timm uses only with average pooling; drop --pooling cls.")
+    distilled_head = "head_dist.weight" in state
+    if distilled_head and not distillation_token:
+        raise CheckpointError("timm tensor 'head_dist.weight' (a distillation head) has no 'dist_token'.")
     labels = state["head.weight"].shape[0] if "head.weight" in state else 0
     if num_labels is not None and num_labels != labels:
         raise CheckpointError(f"The checkpoint's head has {labels} classes but --num-labels says {num_labels}.")
     config = ViTConfig(
         hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=num_attention_heads,
-        intermediate_size=state["blocks.0.mlp.fc1.weight"].shape[0], hidden_act=hidden_act,
+        intermediate_size=mlp_out, hidden_act=hidden_act,
         layer_norm_eps=layer_norm_eps, **_geometry(grid, ph, pw), num_channels=channels, qkv_bias="blocks.0.attn.qkv.bias" in state, pooling=pooling, use_fc_norm=fc_norm,
         class_token=class_token, num_labels=labels,
         classifier_input="pooler" if "pre_logits.fc.weight" in state else "sequence",
         pooler_output_size=state["pre_logits.fc.weight"].shape[0] if "pre_logits.fc.weight" in state else None,
+        # DeiT's distilled model is HF's DeiT (DeiTForImageClassificationWithTeacher); everything else is a ViT.
+        family="deit" if distillation_token else "vit",
+        distillation_token=distillation_token,
+        num_register_tokens=registers,
+        no_embed_class=no_embed_class,
+        pre_layernorm="norm_pre.weight" in state,
+        layer_scale_init_value=CONVERTED_LAYER_SCALE_INIT if "blocks.0.ls1.gamma" in state else None,
+        use_swiglu_ffn=swiglu,
+        patch_embedding_bias="patch_embed.proj.bias" in state,
     )
+    head = "distilled" if distilled_head else "classification"
     canonical, used = {}, set()
-    for name, spec in _specs(config).items():
+    for name, spec in _specs(config, head).items():
         timm_name, part = _foreign_name(spec, "timm")
         if timm_name not in state:
             raise CheckpointError(f"timm checkpoint lacks {timm_name!r} (for {name}).")
         array = state[timm_name]
         if part is not None:
-            array = np.split(array, 3, axis=0)[part]
+            array = _split_part(array, spec, "timm", part)
         canonical[name] = np.ascontiguousarray(array)
         used.add(timm_name)
     leftover = sorted(set(state) - used)
@@ -198,28 +295,52 @@ def from_timm(
     config = _resized(canonical, config, image_size, resize_method)
     recipe = {"resample": 3, "image_mean": [0.5] * channels, "image_std": [0.5] * channels, **(processor or {})}
     recipe["size"] = dict(zip(("height", "width"), config.image_hw, strict=True))
-    return Converted(config, canonical, ViTImageProcessor(**recipe))
+    return Converted(config, canonical, ViTImageProcessor(**recipe), head)
 
 
-def to_timm(state: dict[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
-    """Canonical (classification) -> timm's `VisionTransformer` state dict, with the fused qkv."""
+def _state_head(state: dict[str, np.ndarray]) -> str:
+    """The head whose parameters a canonical state holds: DeiT's two classifiers, or the classification head."""
+    return "distilled" if "cls_classifier.weight" in state else "classification"
+
+
+def to_timm(state: dict[str, np.ndarray], config: ViTConfig, swiglu: str = "packed") -> dict[str, np.ndarray]:
+    """Canonical -> timm's `VisionTransformer` state dict, with the fused qkv (and attn_pool.kv).
+
+    A distilled DeiT gives `VisionTransformerDistilled`'s names. SwiGLU is written as timm's `SwiGLUPacked`
+    (`swiglu="packed"`, one `fc1`, as timm's DINOv2 models have it) or its `SwiGLU` (`"split"`: `fc1_g`, `fc1_x`).
+    """
+    if swiglu not in ("packed", "split"):
+        raise ValueError(f"swiglu must be 'packed' or 'split', got {swiglu!r}")
     out: dict[str, np.ndarray] = {}
-    fused: dict[str, list] = {}
-    for name, spec in _specs(config).items():
+    fused: dict[str, dict[int, np.ndarray]] = {}
+    for name, spec in _specs(config, _state_head(state)).items():
         timm_name, part = _foreign_name(spec, "timm")
         if part is None:
             out[timm_name] = state[name]
         else:
-            fused.setdefault(timm_name, [None, None, None])[part] = state[name]
+            fused.setdefault(timm_name, {})[part] = state[name]
     for timm_name, parts in fused.items():
-        out[timm_name] = np.concatenate(parts, axis=0)
+        out[timm_name] = np.concatenate([parts[k] for k in sorted(parts)], axis=0)
+    if config.use_swiglu_ffn and swiglu == "split":
+        for name in [n for n in out if re.fullmatch(r"blocks\.\d+\.mlp\.fc1\.(weight|bias)", n)]:
+            gate, value = np.split(out.pop(name), 2, axis=0)
+            out[name.replace(".fc1.", ".fc1_g.")], out[name.replace(".fc1.", ".fc1_x.")] = gate, value
     return out
 
 
 # ------------------------------------------------------------------------------------------- original JAX
 def _normalise_jax_names(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Strip big_vision's `params/`, unstack scanned layers, and rename new Flax numbering to the old one."""
+    """Strip big_vision's `params/` (and a two-tower model's `img/`), unstack scanned layers, and rename new Flax
+    numbering to the old one."""
     arrays = {k.removeprefix("params/"): v for k, v in arrays.items()}
+    if any(k.startswith("img/") for k in arrays):
+        # A SigLIP / LiT checkpoint: the image tower under img/, the text tower (txt/) and the temperature and bias
+        # (t, b) beside it. The image tower is converted; the rest is read past.
+        others = [k for k in arrays if not k.startswith("img/")]
+        if others:
+            logger.info("big_vision checkpoint: converting its image tower (img/); %d other tensors (the text "
+                        "tower, t, b) are ignored.", len(others))
+        arrays = {k.removeprefix("img/"): v for k, v in arrays.items() if k.startswith("img/")}
     out: dict[str, np.ndarray] = {}
     for name, array in arrays.items():
         if name.startswith("Transformer/encoderblock/"):
@@ -228,7 +349,7 @@ def _normalise_jax_names(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]
                 out[f"Transformer/encoderblock_{i}/{rest}"] = array[i]
         else:
             out[name] = array
-    if any("MultiHeadDotProductAttention_0" in k for k in out):
+    if any(k.startswith("Transformer/encoderblock_") and "MultiHeadDotProductAttention_0" in k for k in out):
         renamed = {}
         for name, array in out.items():
             parts = name.split("/")
@@ -272,12 +393,10 @@ def from_jax(
     """An original google-research / big_vision ViT checkpoint (flat '/' names) -> canonical.
 
     The original uses Flax's tanh GELU and LayerNorm eps 1e-6; those are the defaults here, so the import is
-    exact. `image_size` also resizes the position grid (the original's linear zoom by default).
+    exact. `image_size` also resizes the position grid (the original's linear zoom by default). big_vision's
+    attention-pool head (`MAPHead_0`, SigLIP's image tower) becomes pooling "map".
     """
     a = _normalise_jax_names(arrays)
-    for name in a:
-        if name.startswith("MAPHead"):
-            raise CheckpointError(f"Tensor {name!r} belongs to a MAP (attention-pool) head, which vit does not support.")
     if "embedding/kernel" not in a or "Transformer/posembed_input/pos_embedding" not in a:
         raise CheckpointError("Not an original ViT checkpoint: no embedding/kernel or position embedding.")
     ph, pw, channels, hidden = a["embedding/kernel"].shape
@@ -296,6 +415,20 @@ def from_jax(
     if num_labels is not None and num_labels != labels:
         raise CheckpointError(f"The checkpoint's head has {labels} classes but --num-labels says {num_labels}.")
     pre_logits = "pre_logits/kernel" in a
+    attention_pool = "MAPHead_0/probe" in a
+    if attention_pool:
+        if pooling not in (None, "map"):
+            raise CheckpointError(f"The checkpoint has an attention-pool head (MAPHead_0), which is its pooling; "
+                                  f"drop --pooling {pooling}.")
+        pooling = "map"
+        map_heads = a["MAPHead_0/MultiHeadDotProductAttention_0/query/kernel"].shape[1]
+        map_mlp = a["MAPHead_0/MlpBlock_0/Dense_0/kernel"].shape[1]
+        mlp = a[block + "MlpBlock_3/Dense_0/kernel"].shape[1]
+        if (map_heads, map_mlp) != (heads, mlp):
+            raise CheckpointError(
+                f"The attention-pool head (MAPHead_0) has {map_heads} heads and an MLP {map_mlp} wide, but the "
+                f"encoder has {heads} heads and {mlp}; vit's attention-pool head uses the encoder's (big_vision's "
+                "default).")
     config = ViTConfig(
         hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=heads,
         intermediate_size=a[block + "MlpBlock_3/Dense_0/kernel"].shape[1], hidden_act=hidden_act,
@@ -334,6 +467,99 @@ def to_jax(state: dict[str, np.ndarray], config: ViTConfig, numbering: str = "ol
     return out
 
 
+# ----------------------------------------------------------------------------------------------- OpenCLIP
+OPENCLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # open_clip's OPENAI_DATASET_MEAN / STD
+OPENCLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+OPENCLIP_UNSUPPORTED = (
+    ("visual.trunk.", "a timm trunk (open_clip's TimmModel); convert its visual.trunk.* tensors with --from timm"),
+    ("visual.attn_pool", "CoCa's attentional pooler"),
+    ("visual.head.", "a timm-style head"),
+)
+
+
+def from_openclip(
+    state: dict[str, np.ndarray],
+    hidden_act: str | None = None,
+    layer_norm_eps: float = 1e-5,
+    num_attention_heads: int | None = None,
+    image_size: int | list[int] | None = None,
+    resize_method: str = "bicubic",
+) -> Converted:
+    """An OpenCLIP state dict (its image tower, `visual.*`) -> a canonical CLIP vision model with projection.
+
+    open_clip's `VisionTransformer` is CLIP's: `visual.ln_pre` before the blocks, `visual.ln_post` on the class
+    token and `visual.proj` (x @ proj, no bias). The text tower is ignored. The activation is not in the tensors
+    and differs between OpenAI's weights (quick_gelu) and OpenCLIP's own (gelu), so `hidden_act` is required;
+    the LayerNorm eps is open_clip's (1e-5). Class-token pooling, open_clip's default, is assumed.
+    """
+    for name in state:
+        for marker, feature in OPENCLIP_UNSUPPORTED:
+            if name.startswith(marker):
+                raise CheckpointError(f"OpenCLIP tensor {name!r} belongs to {feature}, which vit does not support.")
+    tower = {k: v for k, v in state.items() if k.startswith("visual.")}
+    if "visual.conv1.weight" not in tower or "visual.positional_embedding" not in tower:
+        raise CheckpointError("Not an OpenCLIP state dict: no visual.conv1.weight / visual.positional_embedding.")
+    if len(tower) < len(state):
+        logger.info("OpenCLIP state dict: converting its image tower (visual.*); %d tensors of the text tower are "
+                    "ignored.", len(state) - len(tower))
+    if hidden_act is None:
+        raise CheckpointError(
+            "An OpenCLIP state dict does not record its activation: pass --hidden-act quick_gelu for OpenAI's CLIP "
+            "weights (open_clip's '-quickgelu' models) or --hidden-act gelu for the models OpenCLIP trained.")
+    hidden, channels, ph, pw = tower["visual.conv1.weight"].shape
+    depth = len({int(m.group(1)) for k in tower if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.", k))})
+    if depth == 0:
+        raise CheckpointError("The OpenCLIP checkpoint has no transformer blocks (no visual.transformer.resblocks.0.*).")
+    if num_attention_heads is None:
+        if hidden % 64:
+            raise CheckpointError(
+                f"OpenCLIP's fused in_proj_weight does not reveal the number of attention heads (width {hidden} is "
+                "not a multiple of open_clip's default head width 64); pass --num-attention-heads N.")
+        num_attention_heads = hidden // 64
+        warnings.warn(f"Assuming open_clip's default head width 64: {num_attention_heads} heads for width {hidden}; "
+                      "pass --num-attention-heads if the model differs.", stacklevel=2)
+    grid, has_class_row = _position_layout(tower["visual.positional_embedding"].shape[0], 1, (ph, pw), image_size,
+                                           "OpenCLIP")
+    if not has_class_row:
+        raise CheckpointError("OpenCLIP tensor 'visual.positional_embedding' has no row for the class token; pass "
+                              "--image-size HEIGHT WIDTH if the grid is not square.")
+    projection = "visual.proj" in tower
+    config = ViTConfig(
+        family="clip", hidden_size=hidden, num_hidden_layers=depth, num_attention_heads=num_attention_heads,
+        intermediate_size=tower["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], hidden_act=hidden_act,
+        layer_norm_eps=layer_norm_eps, **_geometry(grid, ph, pw), num_channels=channels,
+        qkv_bias="visual.transformer.resblocks.0.attn.in_proj_bias" in tower,
+        # CLIP's tower: pre-norm, the post-norm on the pooled class token (fc_norm), no dense pooler.
+        pre_layernorm="visual.ln_pre.weight" in tower, use_fc_norm=True, pooler_dense=False,
+        patch_embedding_bias="visual.conv1.bias" in tower,
+        projection_dim=tower["visual.proj"].shape[1] if projection else None,
+        layer_scale_init_value=(CONVERTED_LAYER_SCALE_INIT if "visual.transformer.resblocks.0.ls_1.gamma" in tower
+                                else None),
+        num_labels=0,
+    )
+    head = "projection" if projection else "base"
+    canonical, used = {}, set()
+    for name, spec in _specs(config, head).items():
+        source_name, part, alias = family_name(spec, "openclip")
+        if source_name not in tower:
+            raise CheckpointError(f"OpenCLIP checkpoint lacks {source_name!r} (for {name}).")
+        array = tower[source_name]
+        if part is not None:
+            array = _split_part(array, spec, "openclip", part)
+        if alias.kind == MATMUL:  # applied as x @ proj: a dense kernel (in, out)
+            array = from_layout(array, DENSE, spec.leaf, "jax")
+        canonical[name] = np.ascontiguousarray(array.reshape(spec.shape))
+        used.add(source_name)
+    leftover = sorted(set(tower) - used)
+    if leftover:
+        raise CheckpointError(f"OpenCLIP tensors that vit's CLIP has no place for (never dropped silently): {leftover}")
+    config = _resized(canonical, config, image_size, resize_method)
+    size = dict(zip(("height", "width"), config.image_hw, strict=True))
+    recipe = ViTImageProcessor(size=size, resample=3, image_mean=OPENCLIP_MEAN[:channels] if channels == 3 else
+                               [0.5] * channels, image_std=OPENCLIP_STD[:channels] if channels == 3 else [0.5] * channels)
+    return Converted(config, canonical, recipe, head)
+
+
 # ---------------------------------------------------------------------------------------------- front door
 def _read_arrays(path: str) -> dict[str, np.ndarray]:
     if path.endswith(".npz"):
@@ -348,7 +574,7 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def detect_source(path: str) -> str:
-    """"hf", "timm" or "jax", from the files and tensor names."""
+    """"hf", "timm", "jax" or "openclip", from the files and tensor names."""
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         if os.path.isfile(config_path):
@@ -361,17 +587,20 @@ def detect_source(path: str) -> str:
     if path.endswith(".npz"):
         return "jax"
     names = set(_read_arrays(path))
+    if "visual.conv1.weight" in names or any(n.startswith("visual.transformer.resblocks.") for n in names):
+        return "openclip"
     if any(n.startswith("blocks.") or n == "patch_embed.proj.weight" for n in names):
         return "timm"
     if any("encoderblock" in n for n in names):
         return "jax"
     if any(".embeddings." in n or n.startswith("embeddings.") for n in names):
         raise CheckpointError(f"{path} holds HF tensors; pass the folder with its config.json instead of the file.")
-    raise CheckpointError(f"Cannot tell what kind of checkpoint {path} is; pass --from hf, timm or jax.")
+    raise CheckpointError(f"Cannot tell what kind of checkpoint {path} is; pass --from hf, timm, jax or openclip.")
 
 
 def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **options: Any) -> Converted:
-    """Convert `source` (an HF folder, a timm file or folder, an original .npz) into an HF folder `out_dir`."""
+    """Convert `source` (an HF folder, a timm file or folder, an original .npz, an OpenCLIP state dict) into an HF
+    folder `out_dir`."""
     kind = detect_source(source) if source_kind == "auto" else source_kind
     resize_method = options.pop("resize_method", None)
     if kind == "hf":
@@ -395,8 +624,12 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
     elif kind == "jax":
         converted = from_jax(_read_arrays(source), **_only(options, from_jax),
                              **({"resize_method": resize_method} if resize_method else {}))
+    elif kind == "openclip":
+        file = find_weights_file(source) if os.path.isdir(source) else source
+        converted = from_openclip(_read_arrays(file), **_only(options, from_openclip),
+                                  **({"resize_method": resize_method} if resize_method else {}))
     else:
-        raise CheckpointError(f"Unknown source kind {kind!r}; choose auto, hf, timm or jax.")
+        raise CheckpointError(f"Unknown source kind {kind!r}; choose auto, hf, timm, jax or openclip.")
     converted.save(out_dir)
     return converted
 
@@ -444,4 +677,4 @@ def export_jax(folder: str, out_file: str, numbering: str = "old") -> None:
 
 
 __all__ = ["Converted", "convert_checkpoint", "detect_source", "export_jax", "export_timm",
-           "from_jax", "from_timm", "to_jax", "to_timm"]
+           "from_jax", "from_openclip", "from_timm", "to_jax", "to_timm"]

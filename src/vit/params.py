@@ -40,6 +40,8 @@ HEAD_PREFIX = "vit."
 # How a family's HF checkpoints store a tensor when not as the row's kind says: "table" is an nn.Embedding
 # (`weight` / TF `embeddings` / Flax `embedding`), "mha_in" is nn.MultiheadAttention's fused `in_proj_weight`.
 TABLE, MHA_IN = "table", "mha_in"
+# OpenCLIP's `visual.proj` is a bare (in, out) matrix applied as `x @ proj`: a dense kernel without leaf names.
+MATMUL = "matmul"
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,18 @@ class Module:
     siglip: str | Alias | None = None
     dinov2: str | Alias | None = None
     deit: str | Alias | None = None
+    # The module's name in an OpenCLIP state dict's image tower (`visual.*`), a source layout read by vit.convert.
+    openclip: str | Alias | None = None
 
 
 _CLIP_LAYER = "vision_model.encoder.layers.{i}."  # CLIP's and SigLIP's block prefix
 _BV_MAP = "MAPHead_0/"  # big_vision's attention-pool head
+_OC_LAYER = "visual.transformer.resblocks.{i}."  # OpenCLIP's block prefix
 
 MODULES: tuple[Module, ...] = (
     Module("embeddings.cls_token", EMBEDDING, "cls_token", "cls",
            clip=Alias("vision_model.embeddings.class_embedding", squeeze=2), dinov2="embeddings.cls_token",
-           deit="embeddings.cls_token"),
+           deit="embeddings.cls_token", openclip=Alias("visual.class_embedding", squeeze=2)),
     Module("embeddings.distillation_token", EMBEDDING, "dist_token", None, scope="distillation_token",
            deit="embeddings.distillation_token"),
     Module("embeddings.register_tokens", EMBEDDING, "reg_token", None, scope="register_tokens",
@@ -93,53 +98,60 @@ MODULES: tuple[Module, ...] = (
     Module("embeddings.position_embeddings", EMBEDDING, "pos_embed", "Transformer/posembed_input/pos_embedding",
            clip=Alias("vision_model.embeddings.position_embedding", TABLE, squeeze=1),
            siglip=Alias("vision_model.embeddings.position_embedding", TABLE, squeeze=1),
-           dinov2="embeddings.position_embeddings", deit="embeddings.position_embeddings"),
+           dinov2="embeddings.position_embeddings", deit="embeddings.position_embeddings",
+           openclip=Alias("visual.positional_embedding", squeeze=1)),
     Module("embeddings.patch_embeddings.projection", CONV, "patch_embed.proj", "embedding",
            clip="vision_model.embeddings.patch_embedding", siglip="vision_model.embeddings.patch_embedding",
-           dinov2="embeddings.patch_embeddings.projection", deit="embeddings.patch_embeddings.projection"),
-    Module("pre_layernorm", NORM, "norm_pre", None, scope="pre_layernorm", clip="vision_model.pre_layrnorm"),
+           dinov2="embeddings.patch_embeddings.projection", deit="embeddings.patch_embeddings.projection",
+           openclip="visual.conv1"),
+    Module("pre_layernorm", NORM, "norm_pre", None, scope="pre_layernorm", clip="vision_model.pre_layrnorm",
+           openclip="visual.ln_pre"),
     Module("encoder.layer.{i}.layernorm_before", NORM, "blocks.{i}.norm1", "Transformer/encoderblock_{i}/LayerNorm_0", "layer",
            clip=_CLIP_LAYER + "layer_norm1", siglip=_CLIP_LAYER + "layer_norm1", dinov2="encoder.layer.{i}.norm1",
-           deit="encoder.layer.{i}.layernorm_before"),
+           deit="encoder.layer.{i}.layernorm_before", openclip=_OC_LAYER + "ln_1"),
     Module("encoder.layer.{i}.attention.attention.query", DENSE, "blocks.{i}.attn.qkv#0",
            "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/query", "layer", "out",
            clip=_CLIP_LAYER + "self_attn.q_proj", siglip=_CLIP_LAYER + "self_attn.q_proj",
-           dinov2="encoder.layer.{i}.attention.attention.query", deit="encoder.layer.{i}.attention.attention.query"),
+           dinov2="encoder.layer.{i}.attention.attention.query", deit="encoder.layer.{i}.attention.attention.query",
+           openclip=Alias(_OC_LAYER + "attn#0", MHA_IN)),
     Module("encoder.layer.{i}.attention.attention.key", DENSE, "blocks.{i}.attn.qkv#1",
            "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/key", "layer", "out",
            clip=_CLIP_LAYER + "self_attn.k_proj", siglip=_CLIP_LAYER + "self_attn.k_proj",
-           dinov2="encoder.layer.{i}.attention.attention.key", deit="encoder.layer.{i}.attention.attention.key"),
+           dinov2="encoder.layer.{i}.attention.attention.key", deit="encoder.layer.{i}.attention.attention.key",
+           openclip=Alias(_OC_LAYER + "attn#1", MHA_IN)),
     Module("encoder.layer.{i}.attention.attention.value", DENSE, "blocks.{i}.attn.qkv#2",
            "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/value", "layer", "out",
            clip=_CLIP_LAYER + "self_attn.v_proj", siglip=_CLIP_LAYER + "self_attn.v_proj",
-           dinov2="encoder.layer.{i}.attention.attention.value", deit="encoder.layer.{i}.attention.attention.value"),
+           dinov2="encoder.layer.{i}.attention.attention.value", deit="encoder.layer.{i}.attention.attention.value",
+           openclip=Alias(_OC_LAYER + "attn#2", MHA_IN)),
     Module("encoder.layer.{i}.attention.output.dense", DENSE, "blocks.{i}.attn.proj",
            "Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/out", "layer", "in",
            clip=_CLIP_LAYER + "self_attn.out_proj", siglip=_CLIP_LAYER + "self_attn.out_proj",
-           dinov2="encoder.layer.{i}.attention.output.dense", deit="encoder.layer.{i}.attention.output.dense"),
+           dinov2="encoder.layer.{i}.attention.output.dense", deit="encoder.layer.{i}.attention.output.dense",
+           openclip=_OC_LAYER + "attn.out_proj"),
     Module("encoder.layer.{i}.layer_scale1.lambda1", EMBEDDING, "blocks.{i}.ls1.gamma", None, "layer_scale",
-           dinov2="encoder.layer.{i}.layer_scale1.lambda1"),
+           dinov2="encoder.layer.{i}.layer_scale1.lambda1", openclip=_OC_LAYER + "ls_1.gamma"),
     Module("encoder.layer.{i}.layernorm_after", NORM, "blocks.{i}.norm2", "Transformer/encoderblock_{i}/LayerNorm_2", "layer",
            clip=_CLIP_LAYER + "layer_norm2", siglip=_CLIP_LAYER + "layer_norm2", dinov2="encoder.layer.{i}.norm2",
-           deit="encoder.layer.{i}.layernorm_after"),
+           deit="encoder.layer.{i}.layernorm_after", openclip=_OC_LAYER + "ln_2"),
     Module("encoder.layer.{i}.intermediate.dense", DENSE, "blocks.{i}.mlp.fc1",
            "Transformer/encoderblock_{i}/MlpBlock_3/Dense_0", "layer_mlp",
            clip=_CLIP_LAYER + "mlp.fc1", siglip=_CLIP_LAYER + "mlp.fc1", dinov2="encoder.layer.{i}.mlp.fc1",
-           deit="encoder.layer.{i}.intermediate.dense"),
+           deit="encoder.layer.{i}.intermediate.dense", openclip=_OC_LAYER + "mlp.c_fc"),
     Module("encoder.layer.{i}.output.dense", DENSE, "blocks.{i}.mlp.fc2",
            "Transformer/encoderblock_{i}/MlpBlock_3/Dense_1", "layer_mlp",
            clip=_CLIP_LAYER + "mlp.fc2", siglip=_CLIP_LAYER + "mlp.fc2", dinov2="encoder.layer.{i}.mlp.fc2",
-           deit="encoder.layer.{i}.output.dense"),
+           deit="encoder.layer.{i}.output.dense", openclip=_OC_LAYER + "mlp.c_proj"),
     # SwiGLU (DINOv2-g): weights_in holds the gate and the value halves side by side, as HF and timm keep them.
     Module("encoder.layer.{i}.mlp.weights_in", DENSE, "blocks.{i}.mlp.fc1", None, "layer_swiglu",
            dinov2="encoder.layer.{i}.mlp.weights_in"),
     Module("encoder.layer.{i}.mlp.weights_out", DENSE, "blocks.{i}.mlp.fc2", None, "layer_swiglu",
            dinov2="encoder.layer.{i}.mlp.weights_out"),
     Module("encoder.layer.{i}.layer_scale2.lambda1", EMBEDDING, "blocks.{i}.ls2.gamma", None, "layer_scale",
-           dinov2="encoder.layer.{i}.layer_scale2.lambda1"),
+           dinov2="encoder.layer.{i}.layer_scale2.lambda1", openclip=_OC_LAYER + "ls_2.gamma"),
     Module("layernorm", NORM, "norm", "Transformer/encoder_norm", siglip="vision_model.post_layernorm",
            dinov2="layernorm", deit="layernorm"),
-    Module("fc_norm", NORM, "fc_norm", None, clip="vision_model.post_layernorm"),
+    Module("fc_norm", NORM, "fc_norm", None, clip="vision_model.post_layernorm", openclip="visual.ln_post"),
     # The attention-pool (MAP) head: a learned probe attends to the tokens, then a residual MLP (SigLIP).
     Module("map_head.probe", EMBEDDING, "attn_pool.latent", _BV_MAP + "probe", scope="map",
            siglip="vision_model.head.probe"),
@@ -158,7 +170,8 @@ MODULES: tuple[Module, ...] = (
     Module("map_head.mlp.fc2", DENSE, "attn_pool.mlp.fc2", _BV_MAP + "MlpBlock_0/Dense_1", scope="map",
            siglip="vision_model.head.mlp.fc2"),
     Module("pooler.dense", DENSE, "pre_logits.fc", "pre_logits", scope="pooler", deit="pooler.dense"),
-    Module("visual_projection", DENSE, None, None, scope="projection", clip="visual_projection"),
+    Module("visual_projection", DENSE, None, None, scope="projection", clip="visual_projection",
+           openclip=Alias("visual.proj", MATMUL)),
     Module("classifier", DENSE, "head", "head", scope="classification", dinov2="classifier", deit="classifier"),
     Module("cls_classifier", DENSE, "head", None, scope="distilled", deit="cls_classifier"),
     Module("distillation_classifier", DENSE, "head_dist", None, scope="distilled", deit="distillation_classifier"),
@@ -416,14 +429,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # ------------------------------------------------------------------------------------------ families
 # Which column of MODULES names each family's tensors (DINOv2 with registers shares DINOv2's names).
 FAMILY_COLUMNS = {"clip": "clip", "siglip": "siglip", "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
-                  "deit": "deit"}
+                  "deit": "deit", "openclip": "openclip"}  # openclip: a source layout (vit.convert), not a config family
 # Where HF's head models keep the backbone (ViT's `vit.`); CLIP's and SigLIP's names start with their tower,
 # `vision_model.`, in every class.
 FAMILY_HEAD_PREFIX = {"vit": HEAD_PREFIX, "clip": "", "siglip": "", "dinov2": "dinov2.",
-                      "dinov2_with_registers": "dinov2.", "deit": "deit."}
+                      "dinov2_with_registers": "dinov2.", "deit": "deit.", "openclip": ""}
 # Leaf names of the storage kinds that only families use, per layout (no TF/Flax entry: HF has no such model).
 FAMILY_LEAVES = {TABLE: {"pt": ("weight",), "tf": ("embeddings",), "flax": ("embedding",)},
-                 MHA_IN: {"pt": ("in_proj_weight", "in_proj_bias")}}
+                 MHA_IN: {"pt": ("in_proj_weight", "in_proj_bias")}, MATMUL: {"pt": (None,)}}
 # The text tower of a two-tower checkpoint (CLIPModel, SiglipModel): read past, never loaded.
 TOWER_PREFIXES = ("text_model", "text_projection", "logit_scale", "logit_bias")
 
