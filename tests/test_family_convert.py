@@ -214,6 +214,28 @@ def test_openclip_reproduces_hf_clip(framework, openclip_dir):
     assert max_diff(np.stack(out["hidden_states"]), e["hidden_states"]) <= TOL
 
 
+def test_openclip_hub_folder_needs_no_flags(openclip_dir, tmp_path):
+    """open_clip_config.json states the activation (quick_gelu) and the head width; a flag against it is an error."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_file(hf_clip_as_openclip(), str(hub / "open_clip_model.safetensors"))
+    mean = [0.5, 0.4, 0.3]
+    (hub / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {"embed_dim": 24, "quick_gelu": True,
+                      "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 8, "patch_size": 8}},
+        "preprocess_cfg": {"mean": mean, "std": [0.2, 0.2, 0.2]}}))
+    out = tmp_path / "out"
+    result = cli("convert.py", str(hub), str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text()) == json.loads((openclip_dir / "config.json").read_text())
+    ours, flagged = load_file(str(out / "model.safetensors")), load_file(str(openclip_dir / "model.safetensors"))
+    assert sorted(ours) == sorted(flagged) and all(np.array_equal(ours[k], flagged[k]) for k in ours)
+    assert json.loads((out / "preprocessor_config.json").read_text())["image_mean"] == mean
+    result = cli("convert.py", str(hub), str(tmp_path / "other"), "--hidden-act", "gelu")
+    assert result.returncode != 0 and "hidden_act='quick_gelu'" in result.stderr and "--hidden-act" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_openclip_needs_the_activation_and_refuses_what_it_cannot_hold():
     state = hf_clip_as_openclip()
     with pytest.raises(CheckpointError, match="--hidden-act quick_gelu"):

@@ -475,6 +475,9 @@ OPENCLIP_UNSUPPORTED = (
     ("visual.attn_pool", "CoCa's attentional pooler"),
     ("visual.head.", "a timm-style head"),
 )
+# An OpenCLIP hub folder: open_clip's own config (model_cfg, preprocess_cfg) beside its weights.
+OPENCLIP_CONFIG = "open_clip_config.json"
+OPENCLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def from_openclip(
@@ -484,6 +487,7 @@ def from_openclip(
     num_attention_heads: int | None = None,
     image_size: int | list[int] | None = None,
     resize_method: str = "bicubic",
+    processor: dict[str, Any] | None = None,
 ) -> Converted:
     """An OpenCLIP state dict (its image tower, `visual.*`) -> a canonical CLIP vision model with projection.
 
@@ -555,9 +559,44 @@ def from_openclip(
         raise CheckpointError(f"OpenCLIP tensors that vit's CLIP has no place for (never dropped silently): {leftover}")
     config = _resized(canonical, config, image_size, resize_method)
     size = dict(zip(("height", "width"), config.image_hw, strict=True))
-    recipe = ViTImageProcessor(size=size, resample=3, image_mean=OPENCLIP_MEAN[:channels] if channels == 3 else
-                               [0.5] * channels, image_std=OPENCLIP_STD[:channels] if channels == 3 else [0.5] * channels)
+    defaults = dict(image_mean=OPENCLIP_MEAN, image_std=OPENCLIP_STD) if channels == 3 else dict(
+        image_mean=[0.5] * channels, image_std=[0.5] * channels)
+    recipe = ViTImageProcessor(**{"resample": 3, **defaults, **(processor or {}), "size": size})
     return Converted(config, canonical, recipe, head)
+
+
+def _openclip_folder(folder: str, options: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(weights file, the options open_clip_config.json states, the processor recipe) of an OpenCLIP hub folder.
+
+    open_clip's config says what the tensors cannot: the activation (`quick_gelu`) and the head width. A flag
+    that disagrees with it is an error.
+    """
+    file = next((os.path.join(folder, n) for n in OPENCLIP_WEIGHTS if os.path.isfile(os.path.join(folder, n))), None)
+    if file is None:
+        raise CheckpointError(f"No OpenCLIP weights in {folder}: expected one of {', '.join(OPENCLIP_WEIGHTS)}.")
+    config_path = os.path.join(folder, OPENCLIP_CONFIG)
+    if not os.path.isfile(config_path):
+        return file, {}, {}
+    with open(config_path, encoding="utf-8") as f:
+        data = json.load(f)
+    model_cfg, preprocess = data.get("model_cfg") or {}, data.get("preprocess_cfg") or {}
+    vision = model_cfg.get("vision_cfg") or {}
+    stated: dict[str, Any] = {"hidden_act": "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"}
+    if isinstance(vision.get("width"), int):
+        stated["num_attention_heads"] = vision["width"] // vision.get("head_width", 64)
+    for name, value in stated.items():
+        given = options.get(name)
+        if given is not None and given != value:
+            raise CheckpointError(f"{config_path} says {name}={value!r} but --{name.replace('_', '-')} says "
+                                  f"{given!r}; drop the flag.")
+    recipe: dict[str, Any] = {}
+    if "mean" in preprocess:
+        recipe["image_mean"] = list(preprocess["mean"])
+    if "std" in preprocess:
+        recipe["image_std"] = list(preprocess["std"])
+    if "interpolation" in preprocess:
+        recipe["resample"] = {"bilinear": 2, "bicubic": 3, "nearest": 0}.get(preprocess["interpolation"], 3)
+    return file, stated, recipe
 
 
 # ---------------------------------------------------------------------------------------------- front door
@@ -576,6 +615,8 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
 def detect_source(path: str) -> str:
     """"hf", "timm", "jax" or "openclip", from the files and tensor names."""
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, OPENCLIP_CONFIG)) and not os.path.isfile(os.path.join(path, "config.json")):
+            return "openclip"
         config_path = os.path.join(path, "config.json")
         if os.path.isfile(config_path):
             with open(config_path, encoding="utf-8") as f:
@@ -625,8 +666,10 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
         converted = from_jax(_read_arrays(source), **_only(options, from_jax),
                              **({"resize_method": resize_method} if resize_method else {}))
     elif kind == "openclip":
-        file = find_weights_file(source) if os.path.isdir(source) else source
-        converted = from_openclip(_read_arrays(file), **_only(options, from_openclip),
+        file, stated, recipe = source, {}, None
+        if os.path.isdir(source):
+            file, stated, recipe = _openclip_folder(source, options)
+        converted = from_openclip(_read_arrays(file), processor=recipe, **{**stated, **_only(options, from_openclip)},
                                   **({"resize_method": resize_method} if resize_method else {}))
     else:
         raise CheckpointError(f"Unknown source kind {kind!r}; choose auto, hf, timm, jax or openclip.")
