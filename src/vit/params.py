@@ -17,7 +17,8 @@ conversion module (`vit.convert`) reads them, so there is no second copy of the 
 The family columns (`clip`, `siglip`, `dinov2`, `deit`) give the module's name in that family's HF checkpoints
 (`Alias` when the family also stores the tensor differently: as an `nn.Embedding` table, without the leading
 singleton axes, or as one part of a fused projection). `family_state_from_layout` and `state_to_family` read and
-write a family's HF names from these columns; a family is never a second table.
+write a family's HF names from these columns; a family is never a second table. The `openclip` column names the
+image tower of an OpenCLIP state dict, which `vit.convert.from_openclip` reads.
 """
 
 from __future__ import annotations
