@@ -7,9 +7,7 @@ order; every numeric constant comes from the config.
 
 from __future__ import annotations
 
-import copy
 import math
-import weakref
 
 import numpy as np
 import torch
@@ -23,15 +21,24 @@ from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedI
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation, x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+# Activations are modules, as in HF, so that hooks can see them.
 ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
+    "gelu": nn.GELU,
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": QuickGELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
 }
 
 
@@ -43,49 +50,6 @@ def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     grid = torch.einsum("ah,hwd->awd", mh, grid)
     grid = torch.einsum("bw,awd->abd", mw, grid)
     return grid.reshape(1, new_grid[0] * new_grid[1], -1)
-
-
-# PyTorch's CPU matmul calls MKL, which runs at half speed on AMD CPUs; oneDNN is fast on both and gives the
-# same float32 numbers to round-off. For float32 inference on CPU, `dense` multiplies with oneDNN-packed
-# weights, cached per module until a weight changes, and fuses the bias and GELU into the matmul.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_new": ("gelu", "tanh"),
-                      "relu": ("relu", "")}
-
-
-def dense(x: torch.Tensor, layers: tuple[nn.Module, ...], activation: str | None = None) -> torch.Tensor:
-    """The activation of `x @ W.T + b` for one linear layer, or for several side by side (a fused QKV).
-
-    Modules that are not plain `nn.Linear` (a LoRA wrapper, say) are called as they are.
-    """
-    params = [p for layer in layers for p in (getattr(layer, "weight", None), getattr(layer, "bias", None)) if p is not None]
-    plain = all(type(layer) is nn.Linear for layer in layers)
-    fast = (_ONEDNN and plain and x.device.type == "cpu" and x.dtype == torch.float32
-            and all(p.dtype == torch.float32 for p in params) and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))))
-    if fast:
-        weight, bias = _packed(layers, params)
-        op, algorithm = _FUSED_ACTIVATIONS.get(activation, ("none", ""))
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, op, [], algorithm)
-        return ACTIVATIONS[activation](y) if activation and op == "none" else y
-    if plain and len(layers) > 1:
-        bias = torch.cat([layer.bias for layer in layers]) if layers[0].bias is not None else None
-        y = F.linear(x, torch.cat([layer.weight for layer in layers]), bias)
-    else:
-        y = torch.cat([layer(x) for layer in layers], dim=-1) if len(layers) > 1 else layers[0](x)
-    return ACTIVATIONS[activation](y) if activation else y
-
-
-def _packed(layers: tuple[nn.Module, ...], params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cached = _PACKED.get(layers[0])
-    if cached is None or cached[0] != key:
-        weight = torch.cat([layer.weight for layer in layers]).detach()
-        bias = torch.cat([layer.bias for layer in layers]).detach() if layers[0].bias is not None else None
-        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight), bias)
-        _PACKED[layers[0]] = cached
-    return cached[1], cached[2]
 
 
 class ViTPatchEmbeddings(nn.Module):
@@ -144,11 +108,13 @@ class ViTSelfAttention(nn.Module):
         self.dropout_prob = config.attention_probs_dropout_prob
         self.use_sdpa = config.attn_implementation == "sdpa"
 
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) -> (batch, heads, tokens, head_dim)."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
     def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # One matmul for query, key and value instead of three.
-        qkv = dense(hidden_states, (self.query, self.key, self.value)).unflatten(-1, (3, self.num_heads, self.head_dim))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (self.split_heads(projection(hidden_states)) for projection in (self.query, self.key, self.value))
         dropout = self.dropout_prob if self.training else 0.0
         if self.use_sdpa and head_mask is None and not output_attentions:
             context, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
@@ -171,7 +137,7 @@ class ViTSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(dense(hidden_states, (self.dense,)))
+        return self.dropout(self.dense(hidden_states))
 
 
 class ViTAttention(nn.Module):
@@ -194,10 +160,11 @@ class ViTIntermediate(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = config.hidden_act
+        self.activation_name = config.hidden_act
+        self.intermediate_act_fn = ACTIVATIONS[config.hidden_act]()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return dense(hidden_states, (self.dense,), self.activation)
+        return self.intermediate_act_fn(self.dense(hidden_states))
 
 
 class ViTOutput(nn.Module):
@@ -209,7 +176,7 @@ class ViTOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.dropout(dense(hidden_states, (self.dense,))) + residual
+        return self.dropout(self.dense(hidden_states)) + residual
 
 
 class ViTLayer(nn.Module):
@@ -261,7 +228,7 @@ class ViTPooler(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.pooler_output_size)
-        self.activation = ACTIVATIONS[config.pooler_act]
+        self.activation = ACTIVATIONS[config.pooler_act]()
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(pooled))
@@ -320,23 +287,10 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
                 own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
 
     def optimize_for_inference(self) -> ViTPreTrainedModel:
-        """A frozen copy for float32 CPU inference: eval mode, no autograd, oneDNN weights packed up front.
+        """A frozen copy for float32 CPU inference; see `vit.pt.fast` for its contract. This model is unchanged."""
+        from .fast import optimize_for_inference
 
-        The copy gives the same outputs as this model (to float32 round-off) and never builds autograd
-        graphs; the time it takes is the packing of every projection once. This model is left unchanged.
-        """
-        optimized = copy.deepcopy(self).eval().requires_grad_(False)
-        with torch.inference_mode():
-            for module in optimized.modules():
-                if isinstance(module, ViTSelfAttention):
-                    layers = (module.query, module.key, module.value)
-                elif isinstance(module, (ViTSelfOutput, ViTIntermediate, ViTOutput)):
-                    layers = (module.dense,)
-                else:
-                    continue
-                dense(torch.zeros(1, layers[0].in_features), layers)  # packs the weights and caches them
-        optimized.forward = torch.inference_mode()(optimized.forward)
-        return optimized
+        return optimize_for_inference(self)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for module in self.modules():
