@@ -115,3 +115,40 @@ def test_forward_features_and_pool(framework, tiny_config):
     assert to_numpy(features).shape == (2, 17, 32) and pooled.shape == (2, 32)
     out = run(framework, model, PIXELS)
     assert np.max(np.abs(to_numpy(features) - out["last_hidden_state"])) <= 1e-6
+
+
+def _training_loss_grads_and_attentions(framework: str, model, pixels, labels):
+    """One training-mode forward and backward; returns the loss gradients and the attention maps."""
+    if framework == "pt":
+        import torch
+
+        model.train().zero_grad()
+        out = model(torch.from_numpy(pixels), labels=torch.from_numpy(labels), output_attentions=True)
+        out.loss.backward()
+        return [p.grad.numpy().copy() for p in model.parameters()], [a.detach().numpy() for a in out.attentions]
+    if framework == "tf":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = model(pixels, labels=labels, output_attentions=True, training=True)
+        return [g.numpy() for g in tape.gradient(out.loss, model.trainable_variables)], [a.numpy() for a in out.attentions]
+    import jax
+
+    def loss(params):
+        out = model(pixels, labels=labels, output_attentions=True, params=params, train=True)
+        return out.loss, out.attentions
+
+    grads, attentions = jax.grad(loss, has_aux=True)(model.params)
+    return [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)], [np.asarray(a) for a in attentions]
+
+
+def test_gradient_checkpointing_follows_one_rule(framework, tiny_config):
+    """Enabled and training, every framework recomputes the blocks, and still returns the attention maps."""
+    labels = np.array([1, 2])
+    model = build(framework, "classification", tiny_config)
+    plain_grads, plain_maps = _training_loss_grads_and_attentions(framework, model, PIXELS, labels)
+    model.gradient_checkpointing_enable()
+    grads, maps = _training_loss_grads_and_attentions(framework, model, PIXELS, labels)
+    assert len(maps) == tiny_config.num_hidden_layers
+    for a, b in zip(plain_maps + plain_grads, maps + grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

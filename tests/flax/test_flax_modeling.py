@@ -72,7 +72,7 @@ def test_remat_gives_the_same_gradients():
         model = classifier()
         if remat:
             model.gradient_checkpointing_enable()
-        g = jax.grad(lambda p, m=model: m(e["pixel_values"], labels=e["labels"], params=p).loss)(model.params)
+        g = jax.grad(lambda p, m=model: m(e["pixel_values"], labels=e["labels"], params=p, train=True).loss)(model.params)
         grads.append(jax.tree_util.tree_leaves(g))
     for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

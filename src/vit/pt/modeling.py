@@ -86,7 +86,7 @@ class ViTEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid: tuple[int, int],
                 bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
-        embeddings = self.patch_embeddings(pixel_values.to(self.position_embeddings.dtype))
+        embeddings = self.patch_embeddings(pixel_values)
         if bool_masked_pos is not None:
             mask = bool_masked_pos.unsqueeze(-1).type_as(embeddings)
             embeddings = embeddings * (1.0 - mask) + self.mask_token.expand_as(embeddings) * mask
@@ -212,6 +212,7 @@ class ViTEncoder(nn.Module):
         for i, layer in enumerate(self.layer):
             layer_mask = head_mask[i] if head_mask is not None else None
             if self.gradient_checkpointing and self.training:
+                # Recompute the block's activations in the backward pass instead of storing them.
                 hidden_states, probs = checkpoint(layer, hidden_states, layer_mask, output_attentions, use_reentrant=False)
             else:
                 hidden_states, probs = layer(hidden_states, layer_mask, output_attentions)
@@ -302,15 +303,22 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             if isinstance(module, ViTEncoder):
                 module.gradient_checkpointing = False
 
-    def _check_inputs(self, pixel_values: torch.Tensor, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+    def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        """Validate the inputs and cast pixel_values to the model's dtype (the one place that casts).
+
+        Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the TF and Flax twins.
+        """
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(np.asarray(pixel_values))
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not torch.is_floating_point(pixel_values):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+        # On an accelerator this check would force a device-to-host sync on every call; on the CPU it is free.
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and pixel_values.device.type == "cpu" and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
+            bool_masked_pos = torch.as_tensor(bool_masked_pos)
             check_mask(tuple(bool_masked_pos.shape), pixel_values.shape[0], grid[0] * grid[1])
         if head_mask is not None:
             head_mask = torch.as_tensor(head_mask)
@@ -318,7 +326,7 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             # (layers, 1, heads, 1, 1) so that layer i's mask broadcasts over (batch, heads, q, k).
             head_mask = head_mask.expand(self.config.num_hidden_layers, -1) if head_mask.dim() == 1 else head_mask
             head_mask = head_mask[:, None, :, None, None].to(self.dtype)
-        return pixel_values, grid, head_mask
+        return pixel_values.to(self.dtype), grid, bool_masked_pos, head_mask
 
 
 class ViTModel(ViTPreTrainedModel):
@@ -374,7 +382,9 @@ class ViTModel(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
-        pixel_values, grid, head_mask = self._check_inputs(pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding)
+        pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(
+            pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding
+        )
         if bool_masked_pos is not None and self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
         embedded = self.embeddings(pixel_values, grid, bool_masked_pos)

@@ -269,10 +269,9 @@ class TFViTEncoder(keras.layers.Layer):
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
             layer_mask = head_mask[i] if head_mask is not None else None
-            if self.gradient_checkpointing and training and not output_attentions:
+            if self.gradient_checkpointing and training:
                 # Recompute the block's activations in the backward pass instead of storing them.
-                run = tf.recompute_grad(lambda h, layer=layer, m=layer_mask: layer(h, head_mask=m, training=True)[0])
-                hidden_states, probs = run(hidden_states), None
+                hidden_states, probs = self._recomputed(layer, hidden_states, layer_mask, output_attentions)
             else:
                 hidden_states, probs = layer(hidden_states, head_mask=layer_mask, output_attentions=output_attentions,
                                              training=training)
@@ -281,6 +280,13 @@ class TFViTEncoder(keras.layers.Layer):
             if output_attentions:
                 all_attentions.append(probs)
         return hidden_states, all_hidden, all_attentions
+
+    @staticmethod
+    def _recomputed(layer, hidden_states, head_mask, output_attentions: bool):
+        """`layer` under tf.recompute_grad, which takes functions of tensors only (no None outputs)."""
+        if output_attentions:
+            return tf.recompute_grad(lambda h: layer(h, head_mask=head_mask, output_attentions=True, training=True))(hidden_states)
+        return tf.recompute_grad(lambda h: layer(h, head_mask=head_mask, training=True)[0])(hidden_states), None
 
 
 class TFViTPooler(keras.layers.Layer):
@@ -405,11 +411,17 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         return self.encoder if isinstance(self, TFViTModel) else self.vit.encoder
 
     def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        """Validate the inputs and cast pixel_values to the compute dtype (the one place that casts).
+
+        Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the PyTorch and Flax twins.
+        """
         pixel_values = tf.convert_to_tensor(pixel_values)
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not pixel_values.dtype.is_floating:
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype.name}; use ViTImageProcessor.")
-        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
+        # Only eager values can be checked; on an accelerator the check would force a device-to-host sync.
+        on_cpu = "GPU" not in pixel_values.device and "TPU" not in pixel_values.device
+        if tf.executing_eagerly() and on_cpu and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
             bool_masked_pos = tf.convert_to_tensor(bool_masked_pos)
