@@ -29,6 +29,7 @@ _EXPORTS = {
     "ViTModel": "vit.pt.modeling",
     "ViTForImageClassification": "vit.pt.modeling",
     "ViTForMaskedImageModeling": "vit.pt.modeling",
+    "Trainer": "vit.pt.trainer",
     # TensorFlow
     "TFViTPreTrainedModel": "vit.tf.modeling",
     "TFViTModel": "vit.tf.modeling",

@@ -40,6 +40,22 @@ class BatchFeature(dict):
         except KeyError as err:
             raise AttributeError(name) from err
 
+    def to(self, *args: Any, **kwargs: Any) -> BatchFeature:
+        """HF's `BatchFeature.to(device_or_dtype)`: torch tensors move or cast (only floating ones are cast to a
+        dtype, as in HF); other values are kept."""
+        import torch
+
+        def move(value: Any) -> Any:
+            if not isinstance(value, torch.Tensor):
+                return value
+            casting = any(isinstance(a, torch.dtype) for a in (*args, *kwargs.values()))
+            if casting and not torch.is_floating_point(value):
+                device = kwargs.get("device", next((a for a in args if not isinstance(a, torch.dtype)), None))
+                return value.to(device) if device is not None else value
+            return value.to(*args, **kwargs)
+
+        return BatchFeature({k: move(v) for k, v in self.items()})
+
 
 def _describe(image: Any, index: int) -> str:
     if isinstance(image, (str, os.PathLike)):

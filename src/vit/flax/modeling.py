@@ -412,14 +412,21 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
              output_hidden_states, return_dict):
         if train and dropout_rng is None and (self.config.hidden_dropout_prob or self.config.attention_probs_dropout_prob):
             raise ValueError("train=True with dropout needs dropout_rng=jax.random.key(...).")
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         output = self._jitted(self.params if params is None else params, pixel_values, inputs, dropout_rng, grid=grid,
                               output_attentions=bool(output_attentions),
                               output_hidden_states=bool(output_hidden_states), train=bool(train))
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     # -- PretrainedMixin
-    def canonical_state_dict(self) -> dict[str, np.ndarray]:
-        flat = flatten(self.params)
+    def canonical_state_dict(self, params: dict | None = None) -> dict[str, np.ndarray]:
+        """The canonical state of `params` (default: the model's own)."""
+        params = self.params if params is None else params
+        if set(params) == {"params"}:  # a linen-style {"params": ...} collection
+            params = params["params"]
+        flat = flatten(dict(params))
         out = {}
         for name, spec in self.parameter_specs().items():
             array = np.asarray(flat[layout_name(spec, "flax")], dtype=np.float32)
@@ -444,8 +451,9 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
         self.gradient_checkpointing = False
         self._jitted = self._compile()
 
-    def save_pretrained(self, save_directory, formats=("safetensors",), **kwargs: Any) -> None:
-        super().save_pretrained(save_directory, formats, **kwargs)
+    def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
+        """HF Flax's `save_pretrained(out, params=state.params)` saves those params, e.g. a train state's."""
+        return self.canonical_state_dict(kwargs.pop("params", None))
 
 
 class _ViTNetwork(nnx.Module):

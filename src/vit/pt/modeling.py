@@ -17,9 +17,19 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ViTConfig
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
-from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput, ModelOutput
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
+
+
+def _register_output_pytrees() -> None:
+    """Outputs are pytrees for torch.export and torch.compile (their fields are the children), as HF's are."""
+    for output_class in ModelOutput.__subclasses__():
+        if output_class not in torch.utils._pytree.SUPPORTED_NODES:
+            torch.utils._pytree.register_dataclass(output_class, serialized_type_name=f"vit.outputs.{output_class.__name__}")
+
+
+_register_output_pytrees()
 
 
 class QuickGELU(nn.Module):
@@ -248,6 +258,16 @@ class PixelShuffle(nn.Module):
         return x.reshape(b, c // (sh * sw), h * sh, w * sw)
 
 
+def _device_from_map(device_map: str | torch.device) -> torch.device:
+    """HF's device_map for a model that fits one device: "auto" picks the GPU when there is one."""
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device_map, (str, torch.device)):
+        return torch.device(device_map)
+    raise ValueError(f"device_map={device_map!r}: vit places the whole model on one device; pass 'auto', 'cpu' or "
+                     "a device such as 'cuda:0'.")
+
+
 class ViTPreTrainedModel(PretrainedMixin, nn.Module):
     """Shared by the PyTorch models: construction from a config, checkpoint I/O, input checks."""
 
@@ -277,9 +297,47 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, dtype=None, torch_dtype=None,
+                        device_map: str | torch.device | None = None, **kwargs):
+        """HF's loader (see `PretrainedMixin.from_pretrained`), returning the model in eval mode as HF does.
+
+        `dtype` (transformers >= 4.56's name; `torch_dtype` is kept) casts the weights, "auto" keeps the
+        checkpoint's; `device_map` is "cpu", "auto" (the GPU when there is one) or a device.
+        """
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"Pass dtype or torch_dtype, not both ({dtype} vs {torch_dtype}).")
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                        torch_dtype=dtype if dtype is not None else torch_dtype, **kwargs)
+        if device_map is not None:
+            model.to(_device_from_map(device_map))
+        return model.eval()
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    def _output_flags(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+        """As in PretrainedMixin, but under torch.jit.trace the default output is a tuple, since TorchScript
+        records no dataclasses (HF's `torchscript=True` does the same)."""
+        if return_dict is None and torch.jit.is_tracing():
+            return_dict = False
+        return super()._output_flags(output_attentions, output_hidden_states, return_dict)
+
     def canonical_state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                 for k, v in self.state_dict().items()}
+
+    def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
+        """HF's `save_pretrained(state_dict=...)`, which Trainer and peft pass, wins over the model's own."""
+        state_dict = kwargs.pop("state_dict", None)
+        if state_dict is None:
+            return self.canonical_state_dict()
+        return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
+                for k, v in state_dict.items()}
 
     def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
         own = self.state_dict()
@@ -382,6 +440,9 @@ class ViTModel(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(
             pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding
         )
@@ -400,7 +461,7 @@ class ViTModel(ViTPreTrainedModel):
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class ViTForMaskedImageModeling(ViTPreTrainedModel):
@@ -444,6 +505,9 @@ class ViTForMaskedImageModeling(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if bool_masked_pos is not None:
             check_mim_stride(self.config)
         outputs = self.vit(pixel_values, bool_masked_pos, head_mask, output_attentions, output_hidden_states,
@@ -462,7 +526,7 @@ class ViTForMaskedImageModeling(ViTPreTrainedModel):
             l1 = F.l1_loss(target, reconstruction, reduction="none")
             loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
         output = MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class ViTForImageClassification(ViTPreTrainedModel):
@@ -506,12 +570,15 @@ class ViTForImageClassification(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
                            interpolate_pos_encoding, return_dict=True)
         logits = self.forward_head(outputs)
         loss = self.loss_from_labels(logits, labels) if labels is not None else None
         output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def loss_from_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """HF's losses by problem_type, mean-reduced."""
