@@ -535,6 +535,7 @@ class ViTFeatureExtractor(ViTImageProcessor):
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 _SHORTEST_EDGE = "shortest_edge"
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def _height_width(value: Any, name: str) -> dict[str, int]:
@@ -669,6 +670,17 @@ class _FamilyImageProcessor(ViTImageProcessor):
         return ViTImageProcessor._output_shape({**options, "size": final})
 
     def _process_one(self, image: Any, index: int, options: dict) -> np.ndarray:
+        if options["do_convert_rgb"]:
+            if isinstance(image, (str, os.PathLike)):
+                image = self._open(image)
+            if isinstance(image, Image.Image) and (
+                image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
+            ):
+                # HF's convert_to_rgb is PIL's convert("RGB"): it drops alpha, where ViT's pipeline composites
+                # on white. CLIP's and DINOv2's own preprocessing drop it too, so their checkpoints expect it.
+                if self.apply_exif_orientation:
+                    image = ImageOps.exif_transpose(image)
+                image = image.convert("RGB")
         hwc = super()._process_one(image, index, options)
         if options["do_center_crop"]:
             hwc = self._centre_crop(hwc, options["crop_size"]["height"], options["crop_size"]["width"])
