@@ -399,3 +399,19 @@ def test_bad_sizes_and_options_are_refused():
 
 def test_clip_use_square_size_reads_the_edge_as_a_square():
     assert CLIPImageProcessor(size={"shortest_edge": 32}, use_square_size=True).size == {"height": 32, "width": 32}
+
+
+def test_processors_import_no_framework():
+    import subprocess
+    import sys
+
+    frameworks = ("torch", "tensorflow", "jax", "flax", "keras", "transformers")
+    code = (
+        "import sys, numpy as np, vit\n"
+        f"processor = vit.AutoImageProcessor.from_pretrained({str(VECTORS / 'clip_config')!r})\n"
+        "processor([np.zeros((30, 40, 3), np.uint8)] * 2, return_tensors='np')\n"
+        "vit.SiglipImageProcessor(); vit.BitImageProcessor(); vit.DeiTImageProcessor()\n"
+        f"print(sorted(m for m in {frameworks!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -667,7 +667,7 @@ class _FamilyImageProcessor(ViTImageProcessor):
             return None  # the resized size follows each image's aspect ratio
         else:
             final = options["size"]
-        return ViTImageProcessor._output_shape({**options, "size": final})
+        return super()._output_shape({**options, "size": final})
 
     def _process_one(self, image: Any, index: int, options: dict) -> np.ndarray:
         if options["do_convert_rgb"]:
