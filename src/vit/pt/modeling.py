@@ -17,7 +17,12 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ViTConfig
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
-from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput, ModelOutput
+from ..outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    MaskedImageModelingOutput,
+    ModelOutput,
+)
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
