@@ -134,3 +134,163 @@ def test_bin_reads_without_torch():
         "print('ok')\n"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------ stale weight files and sharding (issue 11.3)
+def weight_files(folder) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name != "config.json")
+
+
+def test_a_save_removes_the_weight_files_it_did_not_write(framework, tiny_config, tmp_path):
+    from frameworks import build, canonical_state, load
+
+    build(framework, "classification", tiny_config).save_pretrained(tmp_path, formats=("safetensors", "tf", "flax"))
+    (tmp_path / "preprocessor_config.json").write_text("{}")  # not weights: kept
+    newer = build(framework, "classification", tiny_config)
+    newer.init_weights(seed=1)
+    newer.save_pretrained(tmp_path, formats=("pt",))
+    assert weight_files(tmp_path) == ["preprocessor_config.json", "pytorch_model.bin"]
+    loaded = canonical_state(load(framework, "classification", tmp_path))
+    for name, array in canonical_state(newer).items():
+        np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+
+
+def test_saving_over_a_sharded_folder_leaves_no_old_shards(tmp_path):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    state = canonical()
+    save_checkpoint(str(tmp_path), config, state, "classification", max_shard_size=20_000)
+    first = weight_files(tmp_path)
+    assert len(first) > 3 and "model.safetensors.index.json" in first
+    save_checkpoint(str(tmp_path), config, state, "classification", max_shard_size=40_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert weight_files(tmp_path) == sorted({*index["weight_map"].values(), "model.safetensors.index.json"})
+    assert len(weight_files(tmp_path)) < len(first)
+    save_checkpoint(str(tmp_path), config, state, "classification")
+    assert weight_files(tmp_path) == ["model.safetensors"]
+
+
+def test_a_failed_save_removes_nothing(tmp_path, monkeypatch):
+    import vit.checkpoint as ckpt
+
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    state = canonical()
+    save_checkpoint(str(tmp_path), config, state, "classification", max_shard_size=20_000)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def fail(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt, "_write_torch_bin", fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(str(tmp_path), config, state, "classification", ("pt",))
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_sharded_saves_are_hf_shards_that_hf_and_we_read(tmp_path, safe):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    state = canonical()
+    save_checkpoint(str(tmp_path), config, state, "classification", architecture="ViTForImageClassification",
+                    max_shard_size="30KB", safe_serialization=safe)
+    stem, ext, index_name = ("model", "safetensors", "model.safetensors.index.json") if safe else (
+        "pytorch_model", "bin", "pytorch_model.bin.index.json")
+    index = json.loads((tmp_path / index_name).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert shards == [f"{stem}-{i:05d}-of-{len(shards):05d}.{ext}" for i in range(1, len(shards) + 1)]
+    assert len(shards) > 1 and weight_files(tmp_path) == sorted([*shards, index_name])
+    assert set(index["weight_map"]) == set(state)
+    assert index["metadata"]["total_size"] == sum(a.nbytes for a in state.values())
+    back = read_canonical(str(tmp_path), config)
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+    transformers = pytest.importorskip("transformers")
+    expected = np.load(CLS / "expected.npz")
+    import torch
+
+    with torch.no_grad():
+        logits = transformers.ViTForImageClassification.from_pretrained(tmp_path)(
+            torch.from_numpy(expected["pixel_values"])).logits.numpy()
+    assert np.max(np.abs(logits - expected["logits"])) < 1e-5
+
+
+@pytest.mark.parametrize("bad", [0, -5, "5 parsecs", 1.5, True])
+def test_a_bad_max_shard_size_is_named(tmp_path, bad):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    with pytest.raises(ValueError, match="max_shard_size"):
+        save_checkpoint(str(tmp_path), config, canonical(), "classification", max_shard_size=bad)
+    assert not os.listdir(tmp_path)
+
+
+def test_formats_that_cannot_be_sharded_say_so(tmp_path):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    with pytest.raises(ValueError, match="'tf' format is written whole"):
+        save_checkpoint(str(tmp_path), config, canonical(), "classification", ("tf",), max_shard_size=20_000)
+    save_checkpoint(str(tmp_path), config, canonical(), "classification", ("tf",), max_shard_size="1GB")
+    assert weight_files(tmp_path) == ["tf_model.h5"]
+
+
+# ---------------------------------------------------------------------------------------- bfloat16 (issue 11.12)
+def write_bf16_folder(folder) -> dict[str, np.ndarray]:
+    """A model.safetensors in BF16, as HF writes for a bf16 model; returns its values widened to float32."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    state = {k: v.astype(ml_dtypes.bfloat16) for k, v in canonical().items()}
+    os.makedirs(folder, exist_ok=True)
+    save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text((CLS / "safetensors" / "config.json").read_text())
+    return {k: v.astype(np.float32) for k, v in state.items()}
+
+
+BF16_TWICE = """
+import sys
+{imports}
+import numpy as np
+from vit import ViTForImageClassification
+for _ in range(2):
+    model = ViTForImageClassification.from_pretrained(sys.argv[1])
+    assert next(model.parameters()).dtype.is_floating_point
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("imports", ["", "import jax", "import tensorflow"])
+def test_bf16_safetensors_load_again_and_again_in_pytorch(tmp_path, imports):
+    """Before the fix: the second load, or the first after `import jax`, raised TypeError: ml_dtypes.bfloat16."""
+    pytest.importorskip("torch")
+    write_bf16_folder(tmp_path)
+    result = subprocess.run([sys.executable, "-c", BF16_TWICE.format(imports=imports), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_bf16_safetensors_give_the_same_float32_weights_in_every_framework(framework, tmp_path):
+    from frameworks import canonical_state, load
+
+    expected_state = write_bf16_folder(tmp_path)
+    import ml_dtypes  # noqa: F401 - as after an earlier load: safetensors then returns bfloat16 arrays
+
+    for _ in range(2):
+        loaded = canonical_state(load(framework, "classification", tmp_path))
+        for name, array in expected_state.items():
+            np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "flax"])
+def test_a_bf16_pytorch_model_saves_bf16_and_round_trips(tmp_path, fmt):
+    torch = pytest.importorskip("torch")
+    from vit import ViTForImageClassification
+
+    model = ViTForImageClassification.from_pretrained(CLS / "safetensors").to(torch.bfloat16)
+    model.save_pretrained(tmp_path, formats=(fmt,))
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    if fmt == "safetensors":
+        header_size = int.from_bytes((tmp_path / "model.safetensors").read_bytes()[:8], "little")
+        header = json.loads((tmp_path / "model.safetensors").read_bytes()[8:8 + header_size])
+        assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"BF16"}
+    elif fmt == "pt":
+        assert {t.dtype for t in torch.load(tmp_path / "pytorch_model.bin", weights_only=True).values()} == {torch.bfloat16}
+    else:
+        assert (tmp_path / "flax_model.msgpack").stat().st_size < 0.6 * (CLS / "flax_msgpack" / "flax_model.msgpack").stat().st_size
+    again = ViTForImageClassification.from_pretrained(tmp_path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(again.state_dict()[name].to(torch.bfloat16), tensor), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
-    """safetensors' NumPy reader has no bfloat16; read via ml_dtypes and widen to float32."""
+    """safetensors' NumPy reader knows bfloat16 only once ml_dtypes is imported; read it via ml_dtypes."""
     import ml_dtypes
 
     with open(path, "rb") as f:
@@ -90,7 +91,7 @@ def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
             continue
         start, end = info["data_offsets"]
         array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-        out[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
+        out[name] = array.copy()
     return out
 
 
@@ -173,6 +174,12 @@ def _unchunk(tree):
 
 
 def _read_file(path: str) -> dict[str, np.ndarray]:
+    # Whether a reader returns bfloat16 arrays depends on whether ml_dtypes was imported before (by an
+    # earlier load, jax or tensorflow); widening here gives every load the same float32 arrays.
+    return {name: _widen_bfloat16(array) for name, array in _read_file_as_stored(path).items()}
+
+
+def _read_file_as_stored(path: str) -> dict[str, np.ndarray]:
     from .torch_pickle import load_torch_state_dict
 
     if os.path.getsize(path) == 0:
@@ -369,7 +376,7 @@ def _write_tf_h5(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head
         tf_name = layout_name(spec, "tf")
         if head == "base":
             tf_name = "vit/" + tf_name  # TFViTModel keeps its backbone in a layer called "vit"
-        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(array, spec.kind, spec.leaf, "tf")))
+        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(_widen_bfloat16(array), spec.kind, spec.leaf, "tf")))
     with h5py.File(path, "w") as f:
         f.attrs["backend"] = "tensorflow"
         f.attrs["keras_version"] = "2.15.0"
@@ -398,6 +405,38 @@ def _write_flax_msgpack(state: dict[str, np.ndarray], specs: dict[str, ParamSpec
         f.write(msgpack.packb(nest(flat), default=pack_array, strict_types=True))
 
 
+# Every weight file that HF or vit may leave in a folder: single files, shard indexes and shards.
+_WEIGHT_FILE_RE = re.compile(
+    r"(model(-\d{5}-of-\d{5})?\.safetensors|pytorch_model(-\d{5}-of-\d{5})?\.bin|tf_model(-\d{5}-of-\d{5})?\.h5"
+    r"|flax_model(-\d{5}-of-\d{5})?\.msgpack)(\.index\.json)?"
+)
+# HF's shard names (huggingface_hub's filename patterns) for the formats that can be sharded.
+_SHARD_PATTERNS = {"safetensors": ("model{suffix}.safetensors", SAFE_INDEX_NAME),
+                   "pt": ("pytorch_model{suffix}.bin", PT_INDEX_NAME)}
+
+
+def is_weight_file(name: str) -> bool:
+    """True for the name of a weights file, shard or shard index that HF or vit writes."""
+    return _WEIGHT_FILE_RE.fullmatch(name) is not None
+
+
+def _split_into_shards(state: dict[str, np.ndarray], pattern: str, max_shard_size: int | str) -> dict[str, list[str]]:
+    """{file name: tensor names}, split as HF does (huggingface_hub's rule: in order, a new shard when full)."""
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)) or (
+        isinstance(max_shard_size, int) and max_shard_size <= 0
+    ):
+        raise ValueError(f"max_shard_size must be a positive number of bytes or a size such as '5GB', got {max_shard_size!r}.")
+    try:
+        split = split_state_dict_into_shards_factory(
+            state, get_storage_size=lambda array: int(array.nbytes), filename_pattern=pattern, max_shard_size=max_shard_size
+        )
+    except ValueError as err:
+        raise ValueError(f"max_shard_size={max_shard_size!r}: {err}") from err
+    return {name: list(keys) for name, keys in split.filename_to_tensors.items()}
+
+
 def save_checkpoint(
     folder: str,
     config: ViTConfig,
@@ -406,12 +445,27 @@ def save_checkpoint(
     formats: tuple[str, ...] = ("safetensors",),
     architecture: str | None = None,
     extra_files: dict[str, str] | None = None,
+    max_shard_size: int | str | None = None,
+    safe_serialization: bool = True,
 ) -> None:
-    """Write config.json and the weights in the given formats ("safetensors", "pt", "tf", "flax") atomically."""
+    """Write config.json and the weights in the given formats ("safetensors", "pt", "tf", "flax") atomically.
+
+    As in HF, weight files in the folder that this save does not write (an earlier save's other formats or
+    shards) are removed, so that `from_pretrained(folder)` can only read this save's weights.
+    `max_shard_size` (bytes, or a size such as "5GB" or "200MB") splits model.safetensors and
+    pytorch_model.bin into HF's shards and index (`model-00001-of-00002.safetensors` and
+    `model.safetensors.index.json`); None writes one file. `safe_serialization=False` writes
+    pytorch_model.bin instead of model.safetensors, as HF's keyword does.
+    """
     specs = parameter_specs(config, head, *_flags_from_state(state, config, head))
     unknown = [n for n in state if n not in specs]
     if unknown:
         raise CheckpointError(f"Cannot save tensors that the parameter table does not know: {unknown}")
+    for fmt in formats:
+        if fmt not in ("safetensors", "pt", "tf", "flax"):
+            raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")
+    if not safe_serialization:
+        formats = tuple(dict.fromkeys("pt" if fmt == "safetensors" else fmt for fmt in formats))
     out_config = config.copy()
     if architecture:
         out_config.extra["architectures"] = [architecture]
@@ -420,18 +474,31 @@ def save_checkpoint(
     writers = {"config.json": lambda p: _write_text(p, out_config.to_json_string())}
     for name, text in (extra_files or {}).items():
         writers[name] = lambda p, text=text: _write_text(p, text)
+    write_one = {"safetensors": _write_safetensors, "pt": _write_torch_bin}
     for fmt in formats:
-        if fmt == "safetensors":
-            writers[SAFE_WEIGHTS_NAME] = lambda p: _write_safetensors(state, p)
-        elif fmt == "pt":
-            writers[PT_WEIGHTS_NAME] = lambda p: _write_torch_bin(state, p)
+        if fmt in _SHARD_PATTERNS:
+            pattern, index_name = _SHARD_PATTERNS[fmt]
+            shards = {pattern.format(suffix=""): list(state)}
+            if max_shard_size is not None:
+                shards = _split_into_shards(state, pattern, max_shard_size)
+            for file_name, names in shards.items():
+                part = {n: state[n] for n in names}
+                writers[file_name] = lambda p, part=part, fmt=fmt: write_one[fmt](part, p)
+            if len(shards) > 1:  # the index is written after its shards, so it never names a missing one
+                index = {"metadata": {"total_size": sum(int(a.nbytes) for a in state.values())},
+                         "weight_map": {n: f for f, names in shards.items() for n in names}}
+                index_text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+                writers[index_name] = lambda p, text=index_text: _write_text(p, text)
+        elif max_shard_size is not None and len(_split_into_shards(state, "{suffix}", max_shard_size)) > 1:
+            raise ValueError(
+                f"max_shard_size={max_shard_size!r} would need shards, but only model.safetensors and "
+                f"pytorch_model.bin are sharded; the {fmt!r} format is written whole. Save it without max_shard_size."
+            )
         elif fmt == "tf":
             writers[TF_WEIGHTS_NAME] = lambda p: _write_tf_h5(state, specs, head, p)
-        elif fmt == "flax":
-            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
         else:
-            raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")
-    atomic_save_folder(folder, writers)
+            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
+    atomic_save_folder(folder, writers, remove_stale=is_weight_file)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -442,7 +509,25 @@ def _write_text(path: str, text: str) -> None:
 def _write_torch_bin(state: dict[str, np.ndarray], path: str) -> None:
     import torch
 
-    torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}, path)
+    torch.save({k: _numpy_to_torch(v) for k, v in state.items()}, path)
+
+
+def _numpy_to_torch(array: np.ndarray):
+    """torch.from_numpy, also for ml_dtypes' bfloat16 (which torch reads only as raw 16-bit words)."""
+    import torch
+
+    if _is_bfloat16(array):
+        return torch.from_numpy(np.array(array, copy=True).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _is_bfloat16(array: np.ndarray) -> bool:
+    return array.dtype.name == "bfloat16"
+
+
+def _widen_bfloat16(array: np.ndarray) -> np.ndarray:
+    """bfloat16 -> float32, exactly. Loaders get float32 (HF's default dtype); HDF5 has no bfloat16 at all."""
+    return array.astype(np.float32) if _is_bfloat16(array) else array
 
 
 def _flags_from_state(state: dict[str, np.ndarray], config: ViTConfig, head: str) -> tuple[bool, bool]:
