@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HF
+from conftest import FIXTURES, HF
 
 from vit import CheckpointError, ViTConfig
 from vit.checkpoint import (
@@ -294,3 +294,98 @@ def test_a_bf16_pytorch_model_saves_bf16_and_round_trips(tmp_path, fmt):
     again = ViTForImageClassification.from_pretrained(tmp_path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(again.state_dict()[name].to(torch.bfloat16), tensor), name
+
+
+# ------------------------------------------------------------------------ files HF writes its own way (issue 11.11)
+HF_WRITTEN = FIXTURES / "hf-written"
+
+
+def test_hf_tf_h5_with_the_zero_qkv_biases_hf_writes_loads_in_every_framework(framework):
+    """HF's TFViT ignores qkv_bias=False and saves all-zero biases; they are dropped, and HF's logits come out."""
+    from frameworks import load, run
+
+    folder = HF_WRITTEN / "qkv-bias-false"
+    assert json.loads((folder / "config.json").read_text())["qkv_bias"] is False
+    expected = np.load(folder / "expected.npz")
+    model = load(framework, "classification", folder)
+    assert not model.config.qkv_bias
+    assert not [n for n in model.canonical_state_dict() if n.endswith(("query.bias", "key.bias", "value.bias"))]
+    logits = run(framework, model, expected["pixel_values"])["logits"]
+    assert np.max(np.abs(logits - expected["logits"])) <= 1e-5
+
+
+def test_non_zero_qkv_biases_under_qkv_bias_false_are_refused(framework, tmp_path):
+    import h5py
+    from frameworks import load
+
+    for name in ("config.json", "tf_model.h5"):
+        (tmp_path / name).write_bytes((HF_WRITTEN / "qkv-bias-false" / name).read_bytes())
+    with h5py.File(tmp_path / "tf_model.h5", "r+") as f:
+        bias = f["vit/tf_vi_t_for_image_classification/vit/encoder/layer_._1/attention/attention/value/bias:0"]
+        bias[3] = 0.25
+    with pytest.raises(CheckpointError, match=r"qkv_bias=false.*non-zero .*value.bias.*\"qkv_bias\": true"):
+        load(framework, "classification", tmp_path)
+
+
+def resave(tmp_path, rename, fmt="safetensors"):
+    """The classification fixture, rewritten with its tensor names changed by `rename`."""
+    import torch
+    from safetensors.numpy import save_file
+
+    state = {rename(k): v for k, v in canonical().items()}
+    (tmp_path / "config.json").write_text((CLS / "safetensors" / "config.json").read_text())
+    if fmt == "safetensors":
+        save_file(state, str(tmp_path / "model.safetensors"))
+    else:
+        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "pytorch_model.bin")
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_legacy_gamma_beta_layernorm_names_load(framework, tmp_path, fmt):
+    from frameworks import canonical_state, load
+
+    if fmt == "bin":
+        pytest.importorskip("torch")
+
+    def legacy(name):
+        if ("layernorm" in name) and name.endswith((".weight", ".bias")):
+            return name.removesuffix(".weight") + ".gamma" if name.endswith(".weight") else name.removesuffix(".bias") + ".beta"
+        return name
+
+    resave(tmp_path, legacy, fmt)
+    loaded = canonical_state(load(framework, "classification", tmp_path))
+    for name, array in canonical().items():
+        np.testing.assert_array_equal(loaded[name], array, err_msg=name)
+
+
+def test_backbone_names_with_and_without_the_vit_prefix_load_into_every_head(framework, tmp_path):
+    from frameworks import canonical_state, load
+
+    state = resave(tmp_path, lambda name: name.removeprefix("vit."))  # a ViTModel-style file of a classifier
+    model = load(framework, "classification", tmp_path)
+    loaded = canonical_state(model)
+    for name, array in state.items():
+        np.testing.assert_array_equal(loaded[name if name.startswith("classifier") else "vit." + name], array, err_msg=name)
+
+
+@pytest.mark.parametrize("source", ["classification/tf_h5", "base/tf_h5", "classification/flax_msgpack", "mim/pytorch_bin"])
+def test_hf_files_of_another_head_load_into_vitmodel_with_the_same_backbone(framework, source):
+    """TFViTModel's h5 has a pooler and a `vit/` layer, TFViTForImageClassification's has neither; both load."""
+    from frameworks import canonical_state, load
+
+    fmt = source.split("/")[1]
+    reference = canonical(HF / source.split("/")[0] / "safetensors")
+    with pytest.warns(UserWarning, match="pooler") if source.startswith(("classification", "mim")) else _no_warning():
+        model = load(framework, "base", HF / source)
+    loaded = canonical_state(model)
+    for name, array in reference.items():
+        bare = name.removeprefix("vit.")
+        if bare in loaded and not bare.startswith("pooler"):
+            np.testing.assert_array_equal(loaded[bare], array, err_msg=f"{fmt}: {name}")
+
+
+def _no_warning():
+    import contextlib
+
+    return contextlib.nullcontext()

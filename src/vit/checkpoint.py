@@ -97,6 +97,7 @@ def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
 
 def _read_sharded(folder: str, index_name: str) -> dict[str, np.ndarray]:
     index_path = os.path.join(folder, index_name)
+    _refuse_lfs_pointer(index_path)
     try:
         with open(index_path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
@@ -179,11 +180,27 @@ def _read_file(path: str) -> dict[str, np.ndarray]:
     return {name: _widen_bfloat16(array) for name, array in _read_file_as_stored(path).items()}
 
 
+_LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
+
+
+def _refuse_lfs_pointer(path: str) -> None:
+    """A clone without `git lfs` leaves small text pointers where the weights should be; say so."""
+    with open(path, "rb") as f:
+        start = f.read(len(_LFS_POINTER_START))
+    if start == _LFS_POINTER_START:
+        raise CheckpointError(
+            f"{path} is a Git LFS pointer ({os.path.getsize(path)} bytes of text), not the weights: the repository "
+            "was cloned without its large files. Run `git lfs install && git lfs pull` in that folder, or download "
+            "the folder with `huggingface-cli download`."
+        )
+
+
 def _read_file_as_stored(path: str) -> dict[str, np.ndarray]:
     from .torch_pickle import load_torch_state_dict
 
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish. Get the file again.")
+    _refuse_lfs_pointer(path)
     if path.endswith(".safetensors"):
         return _read_safetensors(path)
     if path.endswith(".bin") or path.endswith(".pt") or path.endswith(".pth"):
@@ -211,7 +228,9 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
     """Read a weights file or folder (any HF format) into a canonical state dict.
 
     Names that no ViT parameter has are kept, under their original name, so that `fit_state_dict` can
-    report them.
+    report them. Files that HF writes its own way are normalised here: legacy `gamma`/`beta` LayerNorm names
+    in PyTorch files, and the all-zero query/key/value biases that HF's TF classes write for
+    `qkv_bias=False` (dropped; non-zero ones are refused).
     """
     if os.path.isdir(path):
         path = find_weights_file(path)
@@ -222,10 +241,92 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
     else:
         arrays = _read_file(path)
     layout = "tf" if name.endswith(".h5") else "flax" if name.endswith(".msgpack") else "pt"
+    # Map with q/k/v biases in the table, so that a file holding them has them under canonical names.
+    mapping_config = config if config.qkv_bias else config.copy(qkv_bias=True)
     if layout == "pt":
-        return arrays
-    state, _unknown = state_from_layout(arrays, config, layout)
+        state = _rename_legacy_norm_names(arrays, mapping_config)
+    else:
+        state, _unknown = state_from_layout(arrays, mapping_config, layout)
+    if _is_foreign(state, mapping_config):
+        raise CheckpointError(_describe_foreign_checkpoint(path, sorted(state)))
+    if not config.qkv_bias:
+        state = _drop_zero_qkv_biases(state, config, mapping_config, path)
     return state
+
+
+# (pattern in a tensor name, what the file is, what to do), tried in order on checkpoints with no ViT name.
+_FOREIGN_CHECKPOINTS = (
+    (re.compile(r"(^|\.)(blocks\.\d+\.attn\.qkv\.weight|patch_embed\.proj\.weight)$"),
+     "a timm Vision Transformer state dict (timm's names and fused qkv)",
+     "Convert it to an HF folder first: `vit convert --from timm {path} OUT_DIR --num-attention-heads N` "
+     "(conversion/convert.py), then load OUT_DIR."),
+    (re.compile(r"Transformer/encoderblock_\d+"),
+     "an original google-research / big_vision ViT checkpoint",
+     "Convert it to an HF folder first: `vit convert --from jax {path} OUT_DIR`, then load OUT_DIR."),
+    (re.compile(r"word_embeddings"),
+     "a text model (BERT-like: it has word embeddings), not a Vision Transformer",
+     "Pass the folder of a ViT checkpoint."),
+    (re.compile(r"(^|\.)(resnet|embedder\.embedder\.convolution|conv1|layer\d+\.\d+\.conv\d|stem)\b"),
+     "a convolutional network (ResNet-like), not a Vision Transformer",
+     "Pass the folder of a ViT checkpoint."),
+)
+
+
+def _is_foreign(state: dict[str, np.ndarray], config: ViTConfig) -> bool:
+    """No ViT's file: no patch embedding, and most names unknown (BERT shares some, e.g. `encoder.layer.0.output.dense`)."""
+    if not state:
+        return False
+    known = all_known_specs(config)
+    has_patch_embedding = any(
+        n in known and known[n].module.name == "embeddings.patch_embeddings.projection" for n in state
+    )
+    return not has_patch_embedding and sum(n in known for n in state) < len(state) / 2
+
+
+def _describe_foreign_checkpoint(path: str, names: list[str]) -> str:
+    """One short message for a checkpoint that holds no ViT tensor at all: what it seems to be, what to do."""
+    examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    for pattern, what, todo in _FOREIGN_CHECKPOINTS:
+        hit = next((n for n in names if pattern.search(n)), None)
+        if hit is not None:
+            return (f"{path} is {what}: it lacks HF ViT's patch embedding, and most of its {len(names)} tensors have no HF ViT name (it has {hit!r}). "
+                    + todo.format(path=path))
+    prefixes = sorted({n.split(".")[0].split("/")[0] for n in names})
+    return (f"{path} holds no Vision Transformer: it has no patch embedding, and most of its {len(names)} tensors "
+            f"({examples}) have no ViT name; its top-level modules are {', '.join(prefixes[:5])}. It is another kind of model. "
+            "Pass the folder of an HF ViT checkpoint, or convert timm / original-JAX weights with `vit convert`.")
+
+
+def _rename_legacy_norm_names(state: dict[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
+    """`layernorm.gamma` / `.beta` (early TF-ported PyTorch files) -> `.weight` / `.bias`, for norm parameters only."""
+    known = all_known_specs(config)
+    out = {}
+    for name, array in state.items():
+        for legacy, modern in ((".gamma", ".weight"), (".beta", ".bias")):
+            renamed = name[: -len(legacy)] + modern if name.endswith(legacy) else None
+            if renamed is not None and renamed not in state and getattr(known.get(renamed), "kind", None) == "norm":
+                name = renamed
+                break
+        out[name] = array
+    return out
+
+
+def _drop_zero_qkv_biases(
+    state: dict[str, np.ndarray], config: ViTConfig, biased_config: ViTConfig, path: str
+) -> dict[str, np.ndarray]:
+    """HF's TF classes ignore `qkv_bias=False` and save all-zero biases: drop those, refuse any other."""
+    qkv_biases = set(all_known_specs(biased_config)) - set(all_known_specs(config))
+    found = sorted(n for n in state if n in qkv_biases)
+    nonzero = [n for n in found if np.any(state[n] != 0)]
+    if nonzero:
+        raise CheckpointError(
+            f"config.json says qkv_bias=false, but {path} holds non-zero query/key/value biases "
+            f"({len(nonzero)} tensors, e.g. {nonzero[0]}). A model without these biases would give other "
+            "numbers. If the weights are right, set \"qkv_bias\": true in config.json."
+        )
+    if found:
+        logger.info("Dropped %d all-zero query/key/value biases (qkv_bias=False; HF's TF classes write them).", len(found))
+    return {n: a for n, a in state.items() if n not in qkv_biases}
 
 
 # -------------------------------------------------------------------------------------------- fitting
@@ -239,8 +340,15 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
 
 
+_MAX_LISTED = 20  # a longer list hides the message; the count says how many more there are
+
+
 def _describe(names: list[str], shapes: dict[str, tuple]) -> str:
-    return "\n".join(f"  - {n} {tuple(shapes[n]) if n in shapes else ''}" for n in sorted(names))
+    names = sorted(names)
+    rows = [f"  - {n} {tuple(shapes[n]) if n in shapes else ''}" for n in names[:_MAX_LISTED]]
+    if len(names) > _MAX_LISTED:
+        rows.append(f"  ... and {len(names) - _MAX_LISTED} more")
+    return "\n".join(rows)
 
 
 def _head_scoped(spec: ParamSpec) -> bool:
@@ -345,7 +453,18 @@ def fit_state_dict(
 def _resize_positions(array, spec, config, source_config, method) -> np.ndarray:
     prefix = config.num_prefix_tokens
     n_old = array.shape[1] - prefix
-    if source_config is not None and source_config.num_patches == n_old:
+    if source_config is not None and source_config.num_patches != n_old:
+        # The checkpoint's own config disagrees with its weights: resizing would hide a wrong config.json.
+        side = int(round(max(n_old, 0) ** 0.5))
+        hint = (f" ({side}x{side} patches: image_size {side * source_config.patch_hw[0]} with patch_size "
+                f"{source_config.patch_hw[0]})" if side * side == n_old else "")
+        raise CheckpointError(
+            f"The position embeddings in the weights hold {n_old} patch positions{hint}, but config.json's "
+            f"image_size {source_config.image_size} and patch_size {source_config.patch_size} give "
+            f"{source_config.num_patches}. Fix image_size in config.json to the weights' size; to run at another "
+            "size, pass image_size=... to from_pretrained (which resizes them) or use interpolate_pos_encoding=True."
+        )
+    if source_config is not None:
         old_grid = source_config.grid_hw
     else:
         side = int(round(n_old**0.5))
