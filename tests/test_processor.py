@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, HF_TOLERANCE
 from PIL import Image
 
 from vit import ViTFeatureExtractor, ViTImageProcessor
@@ -23,7 +23,7 @@ def test_reproduces_hf_processor(variant):
     out = processor(images, return_tensors="np")["pixel_values"]
     reference = np.load(IMAGES / f"{variant}.npy")
     assert out.shape == reference.shape and out.dtype == np.float32
-    assert np.max(np.abs(out - reference)) <= 1e-5
+    assert np.max(np.abs(out - reference)) <= HF_TOLERANCE
 
 
 def test_paths_arrays_and_pil_agree():
@@ -110,7 +110,7 @@ def test_a_scalar_mean_matches_hf():
     ours = ViTImageProcessor(size=16, image_mean=0.4, image_std=0.2)(image, return_tensors="np").pixel_values
     theirs = transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=0.4, image_std=0.2)(
         image, return_tensors="np").pixel_values
-    assert ours.shape == theirs.shape and np.max(np.abs(ours - theirs)) <= 1e-5
+    assert ours.shape == theirs.shape and np.max(np.abs(ours - theirs)) <= HF_TOLERANCE
 
 
 FORKED_LOADER = """
