@@ -389,3 +389,14 @@ def _no_warning():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_an_integer_position_ids_buffer_is_ignored(framework, tmp_path):
+    from frameworks import canonical_state, load
+    from safetensors.numpy import save_file
+
+    state = canonical()
+    save_file({**state, "vit.embeddings.position_ids": np.arange(17, dtype=np.int64)[None]}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((CLS / "safetensors" / "config.json").read_text())
+    loaded = canonical_state(load(framework, "classification", tmp_path))
+    assert all(np.array_equal(loaded[k], state[k]) for k in state)

@@ -247,6 +247,11 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
         state = _rename_legacy_norm_names(arrays, mapping_config)
     else:
         state, _unknown = state_from_layout(arrays, mapping_config, layout)
+    # Integer `position_ids` buffers (some HF-ported checkpoints carry them) are an arange, not a parameter.
+    buffers = [n for n, a in state.items() if n.rsplit(".", 1)[-1] == "position_ids" and np.issubdtype(a.dtype, np.integer)]
+    if buffers:
+        logger.info("Ignored position_ids buffers: %s", ", ".join(buffers))
+        state = {n: a for n, a in state.items() if n not in buffers}
     if _is_foreign(state, mapping_config):
         raise CheckpointError(_describe_foreign_checkpoint(path, sorted(state)))
     if not config.qkv_bias:
