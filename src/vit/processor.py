@@ -31,6 +31,16 @@ _CHANNEL_COUNTS = (1, 3, 4)
 _OPEN_LOCK = threading.Lock()
 
 
+def _reset_locks_in_child() -> None:
+    """A fork copies a lock held by another thread as held forever; the child gets fresh ones."""
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
 class BatchFeature(dict):
     """A dict of model inputs (`pixel_values`) with attribute access, like HF's BatchFeature."""
 
@@ -162,8 +172,9 @@ class ViTImageProcessor:
 
     @staticmethod
     def _per_channel(value: Any, name: str) -> list[float]:
-        values = [value] if isinstance(value, (int, float)) else list(value)
-        if not values or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values):
+        # HF broadcasts a scalar over the RGB channels; only an explicit one-element list means grayscale.
+        values = [value] * 3 if isinstance(value, (int, float, np.number)) else list(value)
+        if not values or not all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in values):
             raise ConfigError(f"{name} must be a number or a list of finite numbers, got {value!r}.")
         return [float(v) for v in values]
 
@@ -279,13 +290,27 @@ class ViTImageProcessor:
                 work(index)
 
     def _pool(self) -> ThreadPoolExecutor:
-        """A thread pool kept for the processor's life: PIL releases the GIL while it decodes and resizes."""
-        if getattr(self, "_executor", None) is None:
+        """A thread pool kept for the processor's life: PIL releases the GIL while it decodes and resizes.
+
+        The pool belongs to the process that made it: a forked child (a DataLoader worker) inherits the
+        pool object but not its threads, so work submitted there would wait forever. Each process
+        therefore makes its own pool, keyed on its pid.
+        """
+        pid = os.getpid()
+        if getattr(self, "_executor_pid", None) != pid:
             with _OPEN_LOCK:
-                if getattr(self, "_executor", None) is None:
+                if getattr(self, "_executor_pid", None) != pid:
                     workers = self.num_workers or min(os.cpu_count() or 1, 8)
                     self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vit-processor")
+                    self._executor_pid = pid
         return self._executor
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (spawned DataLoader workers) and deepcopy leave the pool behind; the copy makes its own."""
+        state = dict(self.__dict__)
+        state.pop("_executor", None)
+        state.pop("_executor_pid", None)
+        return state
 
     @staticmethod
     def _channels_last(data_format: Any) -> bool:

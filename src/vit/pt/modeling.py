@@ -333,8 +333,16 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         return super()._output_flags(output_attentions, output_hidden_states, return_dict)
 
     def canonical_state_dict(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
-                for k, v in self.state_dict().items()}
+        # NumPy has no bfloat16 of its own: bf16 tensors become ml_dtypes.bfloat16 arrays (the same bits), so
+        # that a bf16 model saves as BF16, as HF's does.
+        def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+            if tensor.dtype == torch.bfloat16:
+                import ml_dtypes
+
+                return tensor.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            return tensor.detach().cpu().numpy()
+
+        return {k: to_numpy(v) for k, v in self.state_dict().items()}
 
     def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
         """HF's `save_pretrained(state_dict=...)`, which Trainer and peft pass, wins over the model's own."""
@@ -348,6 +356,8 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         own = self.state_dict()
         with torch.no_grad():
             for name, array in state.items():
+                if array.dtype.name == "bfloat16":  # torch.from_numpy has no ml_dtypes; the widening is exact
+                    array = array.astype(np.float32)
                 own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
 
     def optimize_for_inference(self) -> ViTPreTrainedModel:
