@@ -193,3 +193,13 @@ def test_save_pretrained_refuses_keywords_it_does_not_honour(framework, tiny_con
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["config.json", "pytorch_model.bin"]
     model.save_pretrained(tmp_path / "none", is_main_process=False)
     assert not (tmp_path / "none").exists()
+
+
+def test_save_pretrained_max_shard_size_writes_hf_shards_that_reload(framework, tiny_config, tmp_path):
+    model = build(framework, "classification", tiny_config)
+    model.save_pretrained(tmp_path, max_shard_size=20_000)
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
+    again = load(framework, "classification", tmp_path)
+    a, b = canonical_state(model), canonical_state(again)
+    assert all(np.array_equal(a[k], b[k]) for k in a)

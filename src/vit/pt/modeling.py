@@ -273,6 +273,16 @@ def _device_from_map(device_map: str | torch.device) -> torch.device:
                      "a device such as 'cuda:0'.")
 
 
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """NumPy has no bfloat16 of its own: bf16 tensors become ml_dtypes.bfloat16 arrays (the same bits), so that
+    a bf16 model saves as BF16, as HF's does."""
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.detach().cpu().numpy()
+
+
 class ViTPreTrainedModel(PretrainedMixin, nn.Module):
     """Shared by the PyTorch models: construction from a config, checkpoint I/O, input checks."""
 
@@ -333,24 +343,14 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         return super()._output_flags(output_attentions, output_hidden_states, return_dict)
 
     def canonical_state_dict(self) -> dict[str, np.ndarray]:
-        # NumPy has no bfloat16 of its own: bf16 tensors become ml_dtypes.bfloat16 arrays (the same bits), so
-        # that a bf16 model saves as BF16, as HF's does.
-        def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-            if tensor.dtype == torch.bfloat16:
-                import ml_dtypes
-
-                return tensor.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-            return tensor.detach().cpu().numpy()
-
-        return {k: to_numpy(v) for k, v in self.state_dict().items()}
+        return {k: _to_numpy(v) for k, v in self.state_dict().items()}
 
     def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
         """HF's `save_pretrained(state_dict=...)`, which Trainer and peft pass, wins over the model's own."""
         state_dict = kwargs.pop("state_dict", None)
         if state_dict is None:
             return self.canonical_state_dict()
-        return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
-                for k, v in state_dict.items()}
+        return {k: _to_numpy(v) for k, v in state_dict.items()}
 
     def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
         own = self.state_dict()
