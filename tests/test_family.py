@@ -153,8 +153,9 @@ def _scalar(framework: str, model, pixel_values, **kwargs):
     return total
 
 
-def gradients(framework: str, model, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
-    """d(sum of squared outputs)/d(parameter), by canonical name, in canonical layout."""
+def gradients(framework: str, model, pixel_values: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
+    """d(sum of squared outputs)/d(parameter), by canonical name, in canonical layout (`training`: in training
+    mode, where gradient checkpointing applies; the configs have no dropout, so the numbers are the same)."""
     from vit.params import from_layout, state_from_layout
 
     if framework == "pt":
@@ -167,7 +168,7 @@ def gradients(framework: str, model, pixel_values: np.ndarray) -> dict[str, np.n
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = _scalar(framework, model, tf.constant(pixel_values), training=False)
+            loss = _scalar(framework, model, tf.constant(pixel_values), training=training)
         variables = model.trainable_variables
         names, specs = model.canonical_name_of(), model.parameter_specs()
         out = {}
@@ -180,7 +181,7 @@ def gradients(framework: str, model, pixel_values: np.ndarray) -> dict[str, np.n
 
     from vit.params import flatten
 
-    grads = jax.grad(lambda p: _scalar(framework, model, pixel_values, params=p))(model.params)
+    grads = jax.grad(lambda p: _scalar(framework, model, pixel_values, params=p, train=training))(model.params)
     state, unknown = state_from_layout({k: np.asarray(v) for k, v in flatten(grads).items()}, model.config, "flax")
     assert not unknown, unknown
     return state
@@ -200,7 +201,7 @@ def test_every_parameter_gets_a_gradient_and_checkpointing_keeps_it(framework, c
     model.gradient_checkpointing_enable()
     if framework == "pt":
         model.train()
-    again = gradients(framework, model, pixels)
+    again = gradients(framework, model, pixels, training=True)
     for name in expected_names:
         assert max_diff(grads[name], again[name]) <= 1e-4 * (1 + np.abs(grads[name]).max()), name
 
@@ -276,3 +277,13 @@ def test_pixel_values_move_between_frameworks(framework):
     model = load(framework, "siglip")
     out = model(to_framework(framework, e["pixel_values"]))
     assert max_diff(to_numpy(out.pooler_output), e["pooler_output"]) <= TOL
+
+
+def test_auto_classes_import_no_framework_until_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, vit; vit.AutoModel, vit.TFAutoModelForImageClassification, vit.FlaxAutoModel; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -115,3 +115,91 @@ def test_forward_features_and_pool(framework, tiny_config):
     assert to_numpy(features).shape == (2, 17, 32) and pooled.shape == (2, 32)
     out = run(framework, model, PIXELS)
     assert np.max(np.abs(to_numpy(features) - out["last_hidden_state"])) <= 1e-6
+
+
+def _training_loss_grads_and_attentions(framework: str, model, pixels, labels):
+    """One training-mode forward and backward; returns the loss gradients and the attention maps."""
+    if framework == "pt":
+        import torch
+
+        model.train().zero_grad()
+        out = model(torch.from_numpy(pixels), labels=torch.from_numpy(labels), output_attentions=True)
+        out.loss.backward()
+        return [p.grad.numpy().copy() for p in model.parameters()], [a.detach().numpy() for a in out.attentions]
+    if framework == "tf":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = model(pixels, labels=labels, output_attentions=True, training=True)
+        return [g.numpy() for g in tape.gradient(out.loss, model.trainable_variables)], [a.numpy() for a in out.attentions]
+    import jax
+
+    def loss(params):
+        out = model(pixels, labels=labels, output_attentions=True, params=params, train=True)
+        return out.loss, out.attentions
+
+    grads, attentions = jax.grad(loss, has_aux=True)(model.params)
+    return [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)], [np.asarray(a) for a in attentions]
+
+
+def test_gradient_checkpointing_follows_one_rule(framework, tiny_config):
+    """Enabled and training, every framework recomputes the blocks, and still returns the attention maps."""
+    labels = np.array([1, 2])
+    model = build(framework, "classification", tiny_config)
+    plain_grads, plain_maps = _training_loss_grads_and_attentions(framework, model, PIXELS, labels)
+    model.gradient_checkpointing_enable()
+    grads, maps = _training_loss_grads_and_attentions(framework, model, PIXELS, labels)
+    assert len(maps) == tiny_config.num_hidden_layers
+    for a, b in zip(plain_maps + plain_grads, maps + grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_hf_label_recipe_gives_integer_keys_and_a_matching_label2id(framework):
+    """The HF docs' fine-tuning recipe: new labels on a checkpoint, the head re-initialised."""
+    id2label = {"0": "cat", "1": "dog", "2": "bird"}
+    label2id = {v: k for k, v in id2label.items()}
+    model = load(framework, "classification", HF / "classification" / "safetensors", num_labels=3,
+                 id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+    assert model.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
+    assert model.config.label2id == {"cat": 0, "dog": 1, "bird": 2}
+    logits = run(framework, model, expected("classification")["pixel_values"])["logits"]
+    assert logits.shape == (3, 3) and model.config.id2label[int(logits[0].argmax())] in id2label.values()
+
+
+def test_num_labels_alone_replaces_stale_labels(tiny_config):
+    config = tiny_config.copy(id2label={0: "a", 1: "b"}).copy(num_labels=3)
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert config.label2id == {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2}
+
+
+def test_config_output_flags_are_the_forward_defaults(framework, tiny_config):
+    config = tiny_config.copy(output_attentions=True, output_hidden_states=True)
+    model = build(framework, "classification", config)
+    out = run(framework, model, PIXELS)
+    assert len(out["attentions"]) == 2 and len(out["hidden_states"]) == 3
+    assert "attentions" not in run(framework, model, PIXELS, output_attentions=False)
+    assert "tuple" in run(framework, build(framework, "classification", tiny_config.copy(return_dict=False)), PIXELS)
+    assert ViTConfig.from_dict(config.to_dict()).output_attentions is True
+
+
+def test_save_pretrained_refuses_keywords_it_does_not_honour(framework, tiny_config, tmp_path):
+    model = build(framework, "classification", tiny_config)
+    with pytest.raises(TypeError, match="variant"):
+        model.save_pretrained(tmp_path / "out", variant="fp16")
+    with pytest.raises(NotImplementedError, match="upload_folder"):
+        model.save_pretrained(tmp_path / "out", push_to_hub=True)
+    assert not (tmp_path / "out").exists()
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["config.json", "pytorch_model.bin"]
+    model.save_pretrained(tmp_path / "none", is_main_process=False)
+    assert not (tmp_path / "none").exists()
+
+
+def test_save_pretrained_max_shard_size_writes_hf_shards_that_reload(framework, tiny_config, tmp_path):
+    model = build(framework, "classification", tiny_config)
+    model.save_pretrained(tmp_path, max_shard_size=20_000)
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
+    again = load(framework, "classification", tmp_path)
+    a, b = canonical_state(model), canonical_state(again)
+    assert all(np.array_equal(a[k], b[k]) for k in a)

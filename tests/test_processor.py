@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, HF_TOLERANCE
 from PIL import Image
 
 from vit import ViTFeatureExtractor, ViTImageProcessor
@@ -23,7 +23,7 @@ def test_reproduces_hf_processor(variant):
     out = processor(images, return_tensors="np")["pixel_values"]
     reference = np.load(IMAGES / f"{variant}.npy")
     assert out.shape == reference.shape and out.dtype == np.float32
-    assert np.max(np.abs(out - reference)) <= 1e-5
+    assert np.max(np.abs(out - reference)) <= HF_TOLERANCE
 
 
 def test_paths_arrays_and_pil_agree():
@@ -89,3 +89,72 @@ def test_feature_extractor_is_a_deprecated_alias():
     with pytest.warns(FutureWarning, match="ViTImageProcessor"):
         extractor = ViTFeatureExtractor(size=16)
     assert isinstance(extractor, ViTImageProcessor)
+
+
+@pytest.mark.parametrize("scalar", [0.5, 1, np.float32(0.5)])
+def test_a_scalar_mean_and_std_broadcast_over_rgb_as_in_hf(scalar):
+    image = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    processor = ViTImageProcessor(size=16, image_mean=scalar, image_std=scalar)
+    listed = ViTImageProcessor(size=16, image_mean=[float(scalar)] * 3, image_std=[float(scalar)] * 3)
+    out = processor(image).pixel_values
+    assert out.shape == (1, 3, 16, 16)
+    np.testing.assert_array_equal(out, listed(image).pixel_values)
+    # Per call, too; and a one-element list still asks for one channel on purpose.
+    assert ViTImageProcessor(size=16)(image, image_mean=scalar, image_std=scalar).pixel_values.shape == (1, 3, 16, 16)
+    assert ViTImageProcessor(size=16, image_mean=[0.5], image_std=[0.5])(image).pixel_values.shape == (1, 1, 16, 16)
+
+
+def test_a_scalar_mean_matches_hf():
+    transformers = pytest.importorskip("transformers")
+    image = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    ours = ViTImageProcessor(size=16, image_mean=0.4, image_std=0.2)(image, return_tensors="np").pixel_values
+    theirs = transformers.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=0.4, image_std=0.2)(
+        image, return_tensors="np").pixel_values
+    assert ours.shape == theirs.shape and np.max(np.abs(ours - theirs)) <= HF_TOLERANCE
+
+
+FORKED_LOADER = """
+import multiprocessing, sys
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+from vit import ViTImageProcessor
+
+processor = ViTImageProcessor(size=16, num_workers=2)
+images = [np.full((20, 20, 3), i, np.uint8) for i in range(4)]
+parent = processor(images).pixel_values  # the parent's batched call starts its thread pool
+
+
+class Batches(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return processor(images).pixel_values[index]  # a batched call inside the forked worker
+
+
+loader = DataLoader(Batches(), batch_size=2, num_workers=2, multiprocessing_context=multiprocessing.get_context("fork"))
+rows = np.concatenate([batch.numpy() for batch in loader])
+assert np.array_equal(rows, parent), "the workers computed other numbers than the parent"
+print("ok")
+"""
+
+
+def test_the_thread_pool_survives_a_fork_into_dataloader_workers():
+    """Before the fix, the workers inherited a pool without threads and waited forever."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    result = subprocess.run([sys.executable, "-c", FORKED_LOADER], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_used_processor_pickles_and_deep_copies_for_spawned_workers():
+    import copy
+    import pickle
+
+    processor = ViTImageProcessor(size=8)
+    images = [np.zeros((9, 9, 3), np.uint8)] * 2
+    expected = processor(images).pixel_values  # starts the pool
+    for clone in (pickle.loads(pickle.dumps(processor)), copy.deepcopy(processor)):
+        np.testing.assert_array_equal(clone(images).pixel_values, expected)

@@ -17,6 +17,11 @@ _EXPORTS = {
     "ViTImageProcessor": "vit.processor",
     "ViTFeatureExtractor": "vit.processor",
     "BatchFeature": "vit.processor",
+    "CLIPImageProcessor": "vit.processor",
+    "SiglipImageProcessor": "vit.processor",
+    "BitImageProcessor": "vit.processor",
+    "DeiTImageProcessor": "vit.processor",
+    "AutoImageProcessor": "vit.processor",
     "BaseModelOutputWithPooling": "vit.outputs",
     "ImageClassifierOutput": "vit.outputs",
     "MaskedImageModelingOutput": "vit.outputs",
@@ -36,6 +41,7 @@ _EXPORTS = {
     "ViTModel": "vit.pt.modeling",
     "ViTForImageClassification": "vit.pt.modeling",
     "ViTForMaskedImageModeling": "vit.pt.modeling",
+    "Trainer": "vit.pt.trainer",
     # TensorFlow
     "TFViTPreTrainedModel": "vit.tf.modeling",
     "TFViTModel": "vit.tf.modeling",
@@ -82,6 +88,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import CheckpointError, ConfigError, ImageError, ViTError
     from .flax.modeling import FlaxViTForImageClassification, FlaxViTForMaskedImageModeling, FlaxViTModel
     from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
-    from .processor import BatchFeature, ViTFeatureExtractor, ViTImageProcessor
+    from .processor import (
+        AutoImageProcessor,
+        BatchFeature,
+        BitImageProcessor,
+        CLIPImageProcessor,
+        DeiTImageProcessor,
+        SiglipImageProcessor,
+        ViTFeatureExtractor,
+        ViTImageProcessor,
+    )
     from .pt.modeling import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
     from .tf.modeling import TFViTForImageClassification, TFViTForMaskedImageModeling, TFViTModel

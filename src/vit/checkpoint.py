@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
-    """safetensors' NumPy reader has no bfloat16; read via ml_dtypes and widen to float32."""
+    """safetensors' NumPy reader knows bfloat16 only once ml_dtypes is imported; read it via ml_dtypes."""
     import ml_dtypes
 
     with open(path, "rb") as f:
@@ -108,12 +109,13 @@ def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
             continue
         start, end = info["data_offsets"]
         array = np.frombuffer(body[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-        out[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
+        out[name] = array.copy()
     return out
 
 
 def _read_sharded(folder: str, index_name: str) -> dict[str, np.ndarray]:
     index_path = os.path.join(folder, index_name)
+    _refuse_lfs_pointer(index_path)
     try:
         with open(index_path, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
@@ -191,10 +193,32 @@ def _unchunk(tree):
 
 
 def _read_file(path: str) -> dict[str, np.ndarray]:
+    # Whether a reader returns bfloat16 arrays depends on whether ml_dtypes was imported before (by an
+    # earlier load, jax or tensorflow); widening here gives every load the same float32 arrays.
+    return {name: _widen_bfloat16(array) for name, array in _read_file_as_stored(path).items()}
+
+
+_LFS_POINTER_START = b"version https://git-lfs.github.com/spec/"
+
+
+def _refuse_lfs_pointer(path: str) -> None:
+    """A clone without `git lfs` leaves small text pointers where the weights should be; say so."""
+    with open(path, "rb") as f:
+        start = f.read(len(_LFS_POINTER_START))
+    if start == _LFS_POINTER_START:
+        raise CheckpointError(
+            f"{path} is a Git LFS pointer ({os.path.getsize(path)} bytes of text), not the weights: the repository "
+            "was cloned without its large files. Run `git lfs install && git lfs pull` in that folder, or download "
+            "the folder with `huggingface-cli download`."
+        )
+
+
+def _read_file_as_stored(path: str) -> dict[str, np.ndarray]:
     from .torch_pickle import load_torch_state_dict
 
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish. Get the file again.")
+    _refuse_lfs_pointer(path)
     if path.endswith(".safetensors"):
         return _read_safetensors(path)
     if path.endswith(".bin") or path.endswith(".pt") or path.endswith(".pth"):
@@ -222,7 +246,9 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
     """Read a weights file or folder (any HF format) into a canonical state dict.
 
     Names that no ViT parameter has are kept, under their original name, so that `fit_state_dict` can
-    report them.
+    report them. Files that HF writes its own way are normalised here: legacy `gamma`/`beta` LayerNorm names
+    in PyTorch files, and the all-zero query/key/value biases that HF's TF classes write for
+    `qkv_bias=False` (dropped; non-zero ones are refused).
     """
     if os.path.isdir(path):
         path = find_weights_file(path)
@@ -233,17 +259,103 @@ def read_canonical(path: str, config: ViTConfig) -> dict[str, np.ndarray]:
     else:
         arrays = _read_file(path)
     layout = "tf" if name.endswith(".h5") else "flax" if name.endswith(".msgpack") else "pt"
+    # Map with q/k/v biases in the table, so that a file holding them has them under canonical names.
+    mapping_config = config if config.qkv_bias else config.copy(qkv_bias=True)
     if config.family != "vit":
         # CLIP, SigLIP, DINOv2, DeiT: the family's column of the parameter table names the tensors.
-        state, _unknown, tower = family_state_from_layout(arrays, config, layout)
+        state, _unknown, tower = family_state_from_layout(arrays, mapping_config, layout)
         if tower:
             logger.info("%s holds a two-tower %s model: loaded the vision tower, ignored the text tower (%d tensors).",
                         path, config.family, len(tower))
-        return state
-    if layout == "pt":
-        return arrays
-    state, _unknown = state_from_layout(arrays, config, layout)
+    elif layout == "pt":
+        state = _rename_legacy_norm_names(arrays, mapping_config)
+    else:
+        state, _unknown = state_from_layout(arrays, mapping_config, layout)
+    # Integer `position_ids` buffers (some HF-ported checkpoints carry them) are an arange, not a parameter.
+    buffers = [n for n, a in state.items() if n.rsplit(".", 1)[-1] == "position_ids" and np.issubdtype(a.dtype, np.integer)]
+    if buffers:
+        logger.info("Ignored position_ids buffers: %s", ", ".join(buffers))
+        state = {n: a for n, a in state.items() if n not in buffers}
+    if _is_foreign(state, mapping_config):
+        raise CheckpointError(_describe_foreign_checkpoint(path, sorted(state)))
+    if not config.qkv_bias:
+        state = _drop_zero_qkv_biases(state, config, mapping_config, path)
     return state
+
+
+# (pattern in a tensor name, what the file is, what to do), tried in order on checkpoints with no ViT name.
+_FOREIGN_CHECKPOINTS = (
+    (re.compile(r"(^|\.)(blocks\.\d+\.attn\.qkv\.weight|patch_embed\.proj\.weight)$"),
+     "a timm Vision Transformer state dict (timm's names and fused qkv)",
+     "Convert it to an HF folder first: `vit convert --from timm {path} OUT_DIR --num-attention-heads N` "
+     "(conversion/convert.py), then load OUT_DIR."),
+    (re.compile(r"Transformer/encoderblock_\d+"),
+     "an original google-research / big_vision ViT checkpoint",
+     "Convert it to an HF folder first: `vit convert --from jax {path} OUT_DIR`, then load OUT_DIR."),
+    (re.compile(r"word_embeddings"),
+     "a text model (BERT-like: it has word embeddings), not a Vision Transformer",
+     "Pass the folder of a ViT checkpoint."),
+    (re.compile(r"(^|\.)(resnet|embedder\.embedder\.convolution|conv1|layer\d+\.\d+\.conv\d|stem)\b"),
+     "a convolutional network (ResNet-like), not a Vision Transformer",
+     "Pass the folder of a ViT checkpoint."),
+)
+
+
+def _is_foreign(state: dict[str, np.ndarray], config: ViTConfig) -> bool:
+    """No ViT's file: no patch embedding, and most names unknown (BERT shares some, e.g. `encoder.layer.0.output.dense`)."""
+    if not state:
+        return False
+    known = all_known_specs(config)
+    has_patch_embedding = any(
+        n in known and known[n].module.name == "embeddings.patch_embeddings.projection" for n in state
+    )
+    return not has_patch_embedding and sum(n in known for n in state) < len(state) / 2
+
+
+def _describe_foreign_checkpoint(path: str, names: list[str]) -> str:
+    """One short message for a checkpoint that holds no ViT tensor at all: what it seems to be, what to do."""
+    examples = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    for pattern, what, todo in _FOREIGN_CHECKPOINTS:
+        hit = next((n for n in names if pattern.search(n)), None)
+        if hit is not None:
+            return (f"{path} is {what}: it lacks HF ViT's patch embedding, and most of its {len(names)} tensors have no HF ViT name (it has {hit!r}). "
+                    + todo.format(path=path))
+    prefixes = sorted({n.split(".")[0].split("/")[0] for n in names})
+    return (f"{path} holds no Vision Transformer: it has no patch embedding, and most of its {len(names)} tensors "
+            f"({examples}) have no ViT name; its top-level modules are {', '.join(prefixes[:5])}. It is another kind of model. "
+            "Pass the folder of an HF ViT checkpoint, or convert timm / original-JAX weights with `vit convert`.")
+
+
+def _rename_legacy_norm_names(state: dict[str, np.ndarray], config: ViTConfig) -> dict[str, np.ndarray]:
+    """`layernorm.gamma` / `.beta` (early TF-ported PyTorch files) -> `.weight` / `.bias`, for norm parameters only."""
+    known = all_known_specs(config)
+    out = {}
+    for name, array in state.items():
+        for legacy, modern in ((".gamma", ".weight"), (".beta", ".bias")):
+            renamed = name[: -len(legacy)] + modern if name.endswith(legacy) else None
+            if renamed is not None and renamed not in state and getattr(known.get(renamed), "kind", None) == "norm":
+                name = renamed
+                break
+        out[name] = array
+    return out
+
+
+def _drop_zero_qkv_biases(
+    state: dict[str, np.ndarray], config: ViTConfig, biased_config: ViTConfig, path: str
+) -> dict[str, np.ndarray]:
+    """HF's TF classes ignore `qkv_bias=False` and save all-zero biases: drop those, refuse any other."""
+    qkv_biases = set(all_known_specs(biased_config)) - set(all_known_specs(config))
+    found = sorted(n for n in state if n in qkv_biases)
+    nonzero = [n for n in found if np.any(state[n] != 0)]
+    if nonzero:
+        raise CheckpointError(
+            f"config.json says qkv_bias=false, but {path} holds non-zero query/key/value biases "
+            f"({len(nonzero)} tensors, e.g. {nonzero[0]}). A model without these biases would give other "
+            "numbers. If the weights are right, set \"qkv_bias\": true in config.json."
+        )
+    if found:
+        logger.info("Dropped %d all-zero query/key/value biases (qkv_bias=False; HF's TF classes write them).", len(found))
+    return {n: a for n, a in state.items() if n not in qkv_biases}
 
 
 # -------------------------------------------------------------------------------------------- fitting
@@ -257,8 +369,15 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
 
 
+_MAX_LISTED = 20  # a longer list hides the message; the count says how many more there are
+
+
 def _describe(names: list[str], shapes: dict[str, tuple]) -> str:
-    return "\n".join(f"  - {n} {tuple(shapes[n]) if n in shapes else ''}" for n in sorted(names))
+    names = sorted(names)
+    rows = [f"  - {n} {tuple(shapes[n]) if n in shapes else ''}" for n in names[:_MAX_LISTED]]
+    if len(names) > _MAX_LISTED:
+        rows.append(f"  ... and {len(names) - _MAX_LISTED} more")
+    return "\n".join(rows)
 
 
 def _head_scoped(spec: ParamSpec) -> bool:
@@ -363,7 +482,18 @@ def fit_state_dict(
 def _resize_positions(array, spec, config, source_config, method) -> np.ndarray:
     prefix = config.num_position_prefix_tokens
     n_old = array.shape[1] - prefix
-    if source_config is not None and source_config.num_patches == n_old:
+    if source_config is not None and source_config.num_patches != n_old:
+        # The checkpoint's own config disagrees with its weights: resizing would hide a wrong config.json.
+        side = int(round(max(n_old, 0) ** 0.5))
+        hint = (f" ({side}x{side} patches: image_size {side * source_config.patch_hw[0]} with patch_size "
+                f"{source_config.patch_hw[0]})" if side * side == n_old else "")
+        raise CheckpointError(
+            f"The position embeddings in the weights hold {n_old} patch positions{hint}, but config.json's "
+            f"image_size {source_config.image_size} and patch_size {source_config.patch_size} give "
+            f"{source_config.num_patches}. Fix image_size in config.json to the weights' size; to run at another "
+            "size, pass image_size=... to from_pretrained (which resizes them) or use interpolate_pos_encoding=True."
+        )
+    if source_config is not None:
         old_grid = source_config.grid_hw
     else:
         side = int(round(n_old**0.5))
@@ -394,7 +524,7 @@ def _write_tf_h5(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head
         tf_name = layout_name(spec, "tf")
         if head == "base":
             tf_name = "vit/" + tf_name  # TFViTModel keeps its backbone in a layer called "vit"
-        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(array, spec.kind, spec.leaf, "tf")))
+        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(_widen_bfloat16(array), spec.kind, spec.leaf, "tf")))
     with h5py.File(path, "w") as f:
         f.attrs["backend"] = "tensorflow"
         f.attrs["keras_version"] = "2.15.0"
@@ -423,6 +553,38 @@ def _write_flax_msgpack(state: dict[str, np.ndarray], specs: dict[str, ParamSpec
         f.write(msgpack.packb(nest(flat), default=pack_array, strict_types=True))
 
 
+# Every weight file that HF or vit may leave in a folder: single files, shard indexes and shards.
+_WEIGHT_FILE_RE = re.compile(
+    r"(model(-\d{5}-of-\d{5})?\.safetensors|pytorch_model(-\d{5}-of-\d{5})?\.bin|tf_model(-\d{5}-of-\d{5})?\.h5"
+    r"|flax_model(-\d{5}-of-\d{5})?\.msgpack)(\.index\.json)?"
+)
+# HF's shard names (huggingface_hub's filename patterns) for the formats that can be sharded.
+_SHARD_PATTERNS = {"safetensors": ("model{suffix}.safetensors", SAFE_INDEX_NAME),
+                   "pt": ("pytorch_model{suffix}.bin", PT_INDEX_NAME)}
+
+
+def is_weight_file(name: str) -> bool:
+    """True for the name of a weights file, shard or shard index that HF or vit writes."""
+    return _WEIGHT_FILE_RE.fullmatch(name) is not None
+
+
+def _split_into_shards(state: dict[str, np.ndarray], pattern: str, max_shard_size: int | str) -> dict[str, list[str]]:
+    """{file name: tensor names}, split as HF does (huggingface_hub's rule: in order, a new shard when full)."""
+    from huggingface_hub import split_state_dict_into_shards_factory
+
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str)) or (
+        isinstance(max_shard_size, int) and max_shard_size <= 0
+    ):
+        raise ValueError(f"max_shard_size must be a positive number of bytes or a size such as '5GB', got {max_shard_size!r}.")
+    try:
+        split = split_state_dict_into_shards_factory(
+            state, get_storage_size=lambda array: int(array.nbytes), filename_pattern=pattern, max_shard_size=max_shard_size
+        )
+    except ValueError as err:
+        raise ValueError(f"max_shard_size={max_shard_size!r}: {err}") from err
+    return {name: list(keys) for name, keys in split.filename_to_tensors.items()}
+
+
 def save_checkpoint(
     folder: str,
     config: ViTConfig,
@@ -431,13 +593,28 @@ def save_checkpoint(
     formats: tuple[str, ...] = ("safetensors",),
     architecture: str | None = None,
     extra_files: dict[str, str] | None = None,
+    max_shard_size: int | str | None = None,
+    safe_serialization: bool = True,
 ) -> None:
-    """Write config.json and the weights in the given formats ("safetensors", "pt", "tf", "flax") atomically."""
+    """Write config.json and the weights in the given formats ("safetensors", "pt", "tf", "flax") atomically.
+
+    As in HF, weight files in the folder that this save does not write (an earlier save's other formats or
+    shards) are removed, so that `from_pretrained(folder)` can only read this save's weights.
+    `max_shard_size` (bytes, or a size such as "5GB" or "200MB") splits model.safetensors and
+    pytorch_model.bin into HF's shards and index (`model-00001-of-00002.safetensors` and
+    `model.safetensors.index.json`); None writes one file. `safe_serialization=False` writes
+    pytorch_model.bin instead of model.safetensors, as HF's keyword does.
+    """
     specs = parameter_specs(config, head, *_flags_from_state(state, config, head))
     unknown = [n for n in state if n not in specs]
     if unknown:
         raise CheckpointError(f"Cannot save tensors that the parameter table does not know: {unknown}")
-    hf_state = state
+    for fmt in formats:
+        if fmt not in ("safetensors", "pt", "tf", "flax"):
+            raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")
+    if not safe_serialization:
+        formats = tuple(dict.fromkeys("pt" if fmt == "safetensors" else fmt for fmt in formats))
+    hf_state = state  # the tensors under the names written to model.safetensors / pytorch_model.bin
     if config.family != "vit":
         # The family's own HF names (e.g. CLIP's vision_model.*), so that HF's class for the family reads the file.
         if set(formats) - {"safetensors", "pt"}:
@@ -461,18 +638,31 @@ def save_checkpoint(
     writers = {"config.json": lambda p: _write_text(p, out_config.to_json_string())}
     for name, text in (extra_files or {}).items():
         writers[name] = lambda p, text=text: _write_text(p, text)
+    write_one = {"safetensors": _write_safetensors, "pt": _write_torch_bin}
     for fmt in formats:
-        if fmt == "safetensors":
-            writers[SAFE_WEIGHTS_NAME] = lambda p: _write_safetensors(hf_state, p)
-        elif fmt == "pt":
-            writers[PT_WEIGHTS_NAME] = lambda p: _write_torch_bin(hf_state, p)
+        if fmt in _SHARD_PATTERNS:
+            pattern, index_name = _SHARD_PATTERNS[fmt]
+            shards = {pattern.format(suffix=""): list(hf_state)}
+            if max_shard_size is not None:
+                shards = _split_into_shards(hf_state, pattern, max_shard_size)
+            for file_name, names in shards.items():
+                part = {n: hf_state[n] for n in names}
+                writers[file_name] = lambda p, part=part, fmt=fmt: write_one[fmt](part, p)
+            if len(shards) > 1:  # the index is written after its shards, so it never names a missing one
+                index = {"metadata": {"total_size": sum(int(a.nbytes) for a in hf_state.values())},
+                         "weight_map": {n: f for f, names in shards.items() for n in names}}
+                index_text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+                writers[index_name] = lambda p, text=index_text: _write_text(p, text)
+        elif max_shard_size is not None and len(_split_into_shards(state, "{suffix}", max_shard_size)) > 1:
+            raise ValueError(
+                f"max_shard_size={max_shard_size!r} would need shards, but only model.safetensors and "
+                f"pytorch_model.bin are sharded; the {fmt!r} format is written whole. Save it without max_shard_size."
+            )
         elif fmt == "tf":
             writers[TF_WEIGHTS_NAME] = lambda p: _write_tf_h5(state, specs, head, p)
-        elif fmt == "flax":
-            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
         else:
-            raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")
-    atomic_save_folder(folder, writers)
+            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
+    atomic_save_folder(folder, writers, remove_stale=is_weight_file)
 
 
 def _write_text(path: str, text: str) -> None:
@@ -483,7 +673,25 @@ def _write_text(path: str, text: str) -> None:
 def _write_torch_bin(state: dict[str, np.ndarray], path: str) -> None:
     import torch
 
-    torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}, path)
+    torch.save({k: _numpy_to_torch(v) for k, v in state.items()}, path)
+
+
+def _numpy_to_torch(array: np.ndarray):
+    """torch.from_numpy, also for ml_dtypes' bfloat16 (which torch reads only as raw 16-bit words)."""
+    import torch
+
+    if _is_bfloat16(array):
+        return torch.from_numpy(np.array(array, copy=True).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _is_bfloat16(array: np.ndarray) -> bool:
+    return array.dtype.name == "bfloat16"
+
+
+def _widen_bfloat16(array: np.ndarray) -> np.ndarray:
+    """bfloat16 -> float32, exactly. Loaders get float32 (HF's default dtype); HDF5 has no bfloat16 at all."""
+    return array.astype(np.float32) if _is_bfloat16(array) else array
 
 
 def _flags_from_state(state: dict[str, np.ndarray], config: ViTConfig, head: str) -> tuple[bool, bool]:

@@ -351,6 +351,10 @@ class ViTConfig:
         self.always_interpolate_pos_encoding = always_interpolate_pos_encoding
         self.problem_type = problem_type
         self.attn_implementation = kwargs.pop("_attn_implementation", None) or attn_implementation
+        # HF's forward defaults: a model's call falls back to these when an argument is None.
+        self.return_dict = kwargs.pop("return_dict", True)
+        self.output_attentions = kwargs.pop("output_attentions", False)
+        self.output_hidden_states = kwargs.pop("output_hidden_states", False)
         self._set_labels(id2label, label2id, num_labels)
         # HF's bookkeeping keys (architectures, transformers_version, ...) survive a read-then-write.
         self.extra: dict[str, Any] = {}
@@ -386,10 +390,15 @@ class ViTConfig:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ConfigError(f"`num_labels` must be a non-negative int, got {num_labels!r}.")
             self.id2label = {i: f"LABEL_{i}" for i in range(n)}
-        if label2id is not None and len(label2id) == len(self.id2label):
-            self.label2id = {str(k): int(v) for k, v in label2id.items()}
-        else:
-            self.label2id = {name: i for i, name in self.id2label.items()}
+        inverse = {name: i for i, name in self.id2label.items()}
+        given = {str(k): int(v) for k, v in label2id.items()} if label2id is not None else None
+        if given is not None and given != inverse:
+            if len(inverse) < len(self.id2label):  # repeated names cannot be inverted: keep the given mapping
+                inverse = given
+            else:
+                warnings.warn("ViTConfig: label2id does not invert id2label; using the inverse of id2label.",
+                              stacklevel=3)
+        self.label2id = inverse
 
     @property
     def num_labels(self) -> int:
@@ -449,7 +458,20 @@ class ViTConfig:
 
     @property
     def use_return_dict(self) -> bool:
-        return bool(self.extra.get("return_dict", True))
+        return bool(self.return_dict)
+
+    # HF's bookkeeping, read by transformers' pipeline and Trainer.
+    @property
+    def name_or_path(self) -> str:
+        return self.extra.get("_name_or_path", "")
+
+    @name_or_path.setter
+    def name_or_path(self, value: str) -> None:
+        self.extra["_name_or_path"] = str(value)
+
+    @property
+    def _commit_hash(self) -> str | None:
+        return self.extra.get("_commit_hash")
 
     # ---------------------------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -595,6 +617,9 @@ class ViTConfig:
         )
         if self.problem_type is not None:
             out["problem_type"] = self.problem_type
+        for name, hf_default in (("return_dict", True), ("output_attentions", False), ("output_hidden_states", False)):
+            if getattr(self, name) != hf_default:
+                out[name] = getattr(self, name)
         # Extensions are written only when they differ from HF, so HF can read our configs.
         for name, hf_default in _EXTENSION_DEFAULTS.items():
             if getattr(self, name) != hf_default:
@@ -609,6 +634,9 @@ class ViTConfig:
             out.update(id2label={str(k): v for k, v in self.id2label.items()}, label2id=dict(self.label2id))
         if self.problem_type is not None:
             out["problem_type"] = self.problem_type
+        for name, hf_default in (("return_dict", True), ("output_attentions", False), ("output_hidden_states", False)):
+            if getattr(self, name) != hf_default:
+                out[name] = getattr(self, name)
         implied = family_kwargs(out)
         for name, vit_default in _EXTENSION_DEFAULTS.items():
             if getattr(self, name) != implied.get(name, vit_default):
@@ -625,10 +653,15 @@ class ViTConfig:
     def copy(self, **overrides: Any) -> ViTConfig:
         """A validated copy with some fields changed."""
         new = copy.deepcopy(self)
+        labels = {k: overrides.pop(k) for k in ("id2label", "label2id", "num_labels") if k in overrides}
+        if labels:
+            # Labels change together: int id2label keys and a label2id that inverts them, as HF's configs have.
+            id2label = labels.get("id2label")
+            if id2label is None and "label2id" in labels and "num_labels" not in labels:
+                id2label = {int(i): name for name, i in labels["label2id"].items()}
+            new._set_labels(id2label, labels.get("label2id"), labels.get("num_labels"))
         for key, value in overrides.items():
-            if key == "num_labels":
-                new.num_labels = value
-            elif key == "pooling":
+            if key == "pooling":
                 new.pooling = POOLING_ALIASES.get(value, value)
             elif hasattr(new, key) and key != "extra":
                 setattr(new, key, value)

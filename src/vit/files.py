@@ -84,11 +84,18 @@ def _publish_mode(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def atomic_save_folder(folder: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
+def atomic_save_folder(
+    folder: str | os.PathLike,
+    writers: dict[str, Callable[[str], None]],
+    remove_stale: Callable[[str], bool] | None = None,
+) -> None:
     """Write several files of one checkpoint so that readers never see a mixture of two saves.
 
     Every file is first written to a temporary name; only when all of them succeeded are they renamed
     into place, under a lock that serialises concurrent savers. A failure leaves the old files untouched.
+    Files of the folder for which `remove_stale(name)` is true and that this save did not write (the
+    weights of an earlier save in another format or sharding) are deleted under the same lock, before the
+    renames, so that no reader pairs them with the new files.
     """
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
@@ -103,6 +110,10 @@ def atomic_save_folder(folder: str | os.PathLike, writers: dict[str, Callable[[s
                 os.fsync(f.fileno())
             _publish_mode(tmp)
         with folder_lock(folder):
+            if remove_stale is not None:
+                for name in os.listdir(folder):
+                    if name not in temps and remove_stale(name) and os.path.isfile(os.path.join(folder, name)):
+                        os.unlink(os.path.join(folder, name))
             for name, tmp in temps.items():
                 os.replace(tmp, os.path.join(folder, name))
     except BaseException:

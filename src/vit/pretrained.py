@@ -69,7 +69,21 @@ class PretrainedMixin:
         self.load_canonical_state_dict(init_state(self.config, self.parameter_specs(), seed))
 
     def num_parameters(self, only_trainable: bool = False) -> int:
+        """The number of parameters (a framework that can freeze some counts only the trainable on request)."""
         return int(sum(int(np.prod(spec.shape)) for spec in self.parameter_specs().values()))
+
+    @property
+    def name_or_path(self) -> str:
+        """The folder or hub id the model was loaded from ("" for a new model), as HF's `name_or_path`."""
+        return self.config.name_or_path
+
+    def _output_flags(self, output_attentions: bool | None, output_hidden_states: bool | None,
+                      return_dict: bool | None) -> tuple[bool, bool, bool]:
+        """HF's rule for a forward's flags: an argument left as None takes the config's value."""
+        config = self.config
+        return (bool(config.output_attentions if output_attentions is None else output_attentions),
+                bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
+                bool(config.return_dict if return_dict is None else return_dict))
 
     @classmethod
     def _split_kwargs(cls, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,13 +134,47 @@ class PretrainedMixin:
             specs = {n: s for n, s in model.parameter_specs().items() if n in fresh}
             fitted.update(init_state(target_config, specs, seed))
         model.load_canonical_state_dict(fitted)
+        model.config.name_or_path = path
         model.load_report = report
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, formats: tuple[str, ...] | str = ("safetensors",),
-                        **_hf_kwargs: Any) -> None:
-        """Write config.json and model.safetensors (and optionally "pt", "tf", "flax" files) atomically."""
-        if isinstance(formats, str):
-            formats = (formats,)
-        state = {k: np.asarray(v) for k, v in self.canonical_state_dict().items()}
-        save_checkpoint(os.fspath(save_directory), self.config, state, self.head, tuple(formats), self.hf_architecture)
+    def _state_to_save(self, kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The canonical state that save_pretrained writes; a framework pops its own keywords from `kwargs`
+        (PyTorch's `state_dict=`, Flax's `params=`)."""
+        return self.canonical_state_dict()
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        formats: tuple[str, ...] | str | None = None,
+        *,
+        safe_serialization: bool = True,
+        max_shard_size: int | str | None = None,
+        is_main_process: bool = True,
+        push_to_hub: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Write config.json and the weights atomically, removing weight files of an earlier save.
+
+        `formats` picks the files: "safetensors" (the default), "pt" (pytorch_model.bin, also what
+        `safe_serialization=False` writes), "tf" and "flax". HF's keywords `max_shard_size` and
+        `is_main_process` behave as in transformers; each framework adds its own (PyTorch `state_dict=`,
+        TensorFlow `saved_model=`, Flax `params=`). Any other keyword is an error, never silently dropped.
+        """
+        if push_to_hub:
+            raise NotImplementedError("save_pretrained(push_to_hub=True) is not supported; save to a folder, then "
+                                      "upload it with huggingface_hub.upload_folder(repo_id=..., folder_path=...).")
+        state = {k: np.asarray(v) for k, v in self._state_to_save(kwargs).items()}
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.save_pretrained() got keyword arguments that vit does not support: "
+                            f"{', '.join(sorted(kwargs))}. Remove them (see the method's docstring for what it takes).")
+        if formats is None:
+            formats = ("safetensors",) if safe_serialization else ("pt",)
+        formats = (formats,) if isinstance(formats, str) else tuple(formats)
+        if not safe_serialization and "safetensors" in formats:
+            raise ValueError("safe_serialization=False contradicts formats containing 'safetensors'; pass one of them.")
+        if not is_main_process:
+            return
+        sharding = {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
+        save_checkpoint(os.fspath(save_directory), self.config, state, self.head, formats, self.hf_architecture,
+                        **sharding)

@@ -7,11 +7,11 @@ import functools
 
 import numpy as np
 import pytest
-from equivalence.test_equivalence import BASE, GRAD_RTOL, PAIRS, assert_close
 from frameworks import FRAMEWORKS, PREFIX, run
 from test_family import gradients
 
 import vit
+from equivalence.test_equivalence import BASE, GRAD_RTOL, PAIRS, assert_close
 from vit import ViTConfig
 from vit.checkpoint import init_state
 from vit.params import parameter_specs
@@ -65,7 +65,7 @@ def model(framework: str, config_name: str, head: str):
 def pixels(config: ViTConfig, interpolated: bool) -> np.ndarray:
     (h, w), (ph, pw) = config.image_hw, config.patch_hw
     if interpolated:
-        h, w = h + ph, w + 2 * ph
+        h, w = h + ph, w + 2 * pw
     return np.random.default_rng(3).normal(size=(3, config.num_channels, h, w)).astype(np.float32)
 
 

@@ -72,7 +72,7 @@ def test_remat_gives_the_same_gradients():
         model = classifier()
         if remat:
             model.gradient_checkpointing_enable()
-        g = jax.grad(lambda p, m=model: m(e["pixel_values"], labels=e["labels"], params=p).loss)(model.params)
+        g = jax.grad(lambda p, m=model: m(e["pixel_values"], labels=e["labels"], params=p, train=True).loss)(model.params)
         grads.append(jax.tree_util.tree_leaves(g))
     for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
@@ -104,3 +104,13 @@ def test_compiled_call_is_cached_per_shape():
     for batch in (1, 2, 1, 2):
         model(np.zeros((batch, 3, 16, 16), np.float32))
     assert model._jitted._cache_size() == 2
+
+
+def test_save_pretrained_params_keyword_saves_those_params(tmp_path):
+    """HF Flax's idiom: model.save_pretrained(out, params=state.params) saves the trained params."""
+    model = classifier()
+    trained = jax.tree_util.tree_map(lambda p: p + 1.0, model.params)
+    model.save_pretrained(tmp_path, params=trained)
+    again = FlaxViTForImageClassification.from_pretrained(tmp_path)
+    for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(again.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -107,3 +107,28 @@ def test_qkv_bias_false_is_respected():
     names = {v.path for v in model.trainable_variables}
     assert not any("query/bias" in n for n in names)
     assert "vit.encoder.layer.0.attention.attention.query.bias" not in model.canonical_state_dict()
+
+
+def test_keras_predict_returns_the_output_fields():
+    e = expected("classification")
+    predicted = classifier().predict(e["pixel_values"], batch_size=2, verbose=0)
+    assert set(predicted) == {"logits"}
+    np.testing.assert_allclose(predicted["logits"], e["logits"], atol=1e-5)
+
+
+def test_compiled_metrics_are_computed_not_dropped():
+    e = expected("classification")
+    model = classifier()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), metrics=["accuracy"])
+    result = model.evaluate(e["pixel_values"], e["labels"], verbose=0, return_dict=True)
+    accuracy = float(np.mean(e["logits"].argmax(-1) == e["labels"]))
+    assert result["accuracy"] == pytest.approx(accuracy)
+
+
+def test_save_pretrained_saved_model_writes_a_servable_signature(tmp_path):
+    e = expected("classification")
+    classifier().save_pretrained(tmp_path, saved_model=True)
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model" / "1"))
+    outputs = loaded.signatures["serving_default"](pixel_values=tf.constant(e["pixel_values"]))
+    np.testing.assert_allclose(outputs["logits"].numpy(), e["logits"], atol=1e-5)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

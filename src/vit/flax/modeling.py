@@ -272,10 +272,10 @@ class FlaxViTEncoder(nnx.Module):
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
             layer_mask = head_mask[i] if head_mask is not None else None
-            if self.gradient_checkpointing and not output_attentions:
+            if self.gradient_checkpointing:
                 # Recompute the block's activations in the backward pass instead of storing them.
-                run = nnx.remat(lambda module, h, m, r: module(h, m, False, r)[0])
-                hidden_states, probs = run(layer, hidden_states, layer_mask, rngs), None
+                run = nnx.remat(lambda module, h, m, r: module(h, m, output_attentions, r))
+                hidden_states, probs = run(layer, hidden_states, layer_mask, rngs)
             else:
                 hidden_states, probs = layer(hidden_states, layer_mask, output_attentions, rngs)
             if output_hidden_states:
@@ -322,99 +322,8 @@ class _Conv1x1NCHW(nnx.Module):
         return y + self.bias[...].astype(dtype)[None, :, None, None]
 
 
-# ------------------------------------------------------------------------------------ the NNX networks
-class _ViTNetwork(nnx.Module):
-    """ViTModel's network: embeddings -> encoder -> norm -> pool -> pooler."""
-
-    def __init__(self, config: ViTConfig, add_pooling_layer: bool, use_mask_token: bool, **kw: Any) -> None:
-        self.config = config
-        self.embeddings = FlaxViTEmbeddings(config, use_mask_token, **kw)
-        self.encoder = FlaxViTEncoder(config, **kw)
-        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if not config.use_fc_norm else None
-        self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if config.use_fc_norm else None
-        self.pooler = FlaxViTPooler(config, **kw) if add_pooling_layer else None
-
-    def pool(self, sequence: jax.Array) -> jax.Array:
-        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
-        if self.config.pooling == "cls":
-            return sequence[:, 0]
-        pooled = sequence[:, self.config.num_prefix_tokens:].mean(axis=1)
-        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
-
-    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
-                 output_hidden_states=False, rngs=None) -> BaseModelOutputWithPooling:
-        embedded = self.embeddings(pixel_values, grid, bool_masked_pos, rngs)
-        sequence, hidden_states, attentions = self.encoder(embedded, head_mask, output_attentions, output_hidden_states, rngs)
-        if self.layernorm is not None:
-            sequence = self.layernorm(sequence)
-        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
-        return BaseModelOutputWithPooling(
-            last_hidden_state=sequence,
-            pooler_output=pooled,
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
-            attentions=tuple(attentions) if attentions is not None else None,
-        )
-
-
-class _MaskedImageModelingNetwork(nnx.Module):
-    def __init__(self, config: ViTConfig, **kw: Any) -> None:
-        self.config = config
-        self.vit = _ViTNetwork(config, add_pooling_layer=False, use_mask_token=True, **kw)
-        sh, sw = config.stride_hw
-        self.decoder = nnx.List([_Conv1x1NCHW(config.hidden_size, sh * sw * config.num_channels, **kw), PixelShuffle((sh, sw))])
-
-    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
-                 output_hidden_states=False, rngs=None) -> MaskedImageModelingOutput:
-        outputs = self.vit(pixel_values, grid, bool_masked_pos, head_mask, output_attentions, output_hidden_states, rngs)
-        patches = outputs.last_hidden_state[:, self.config.num_prefix_tokens:]
-        feature_map = patches.transpose(0, 2, 1).reshape(patches.shape[0], -1, *grid)
-        reconstruction = self.decoder[1](self.decoder[0](feature_map))
-        loss = None
-        if bool_masked_pos is not None:
-            (ph, pw) = self.config.patch_hw
-            mask = bool_masked_pos.reshape(-1, *grid).astype(reconstruction.dtype)
-            mask = jnp.repeat(jnp.repeat(mask, ph, axis=1), pw, axis=2)[:, None]
-            target = pixel_values[:, :, : grid[0] * ph, : grid[1] * pw].astype(reconstruction.dtype)
-            l1 = jnp.abs(target - reconstruction)
-            loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
-        return MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
-
-
-class _ImageClassificationNetwork(nnx.Module):
-    def __init__(self, config: ViTConfig, **kw: Any) -> None:
-        self.config = config
-        self.vit = _ViTNetwork(config, add_pooling_layer=config.classifier_input == "pooler", use_mask_token=False, **kw)
-        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
-        self.classifier = Dense(width, config.num_labels, **kw) if config.num_labels > 0 else None
-
-    def __call__(self, pixel_values, grid, labels=None, head_mask=None, output_attentions=False,
-                 output_hidden_states=False, rngs=None) -> ImageClassifierOutput:
-        outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
-        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
-        logits = self.classifier(features) if self.classifier is not None else features
-        loss = self.loss_from_labels(logits, labels) if labels is not None else None
-        return ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
-
-    def loss_from_labels(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-        """The same losses and mean reduction as the PyTorch twin."""
-        logits = logits.astype(jnp.float32)
-        num_labels = self.config.num_labels
-        problem = resolve_problem_type(self.config, jnp.issubdtype(labels.dtype, jnp.integer))
-        if problem == "regression":
-            labels = labels.astype(logits.dtype)
-            if num_labels == 1:
-                return jnp.mean(jnp.square(jnp.squeeze(logits) - jnp.squeeze(labels)))
-            return jnp.mean(jnp.square(logits - labels))
-        if problem == "single_label_classification":
-            flat_logits = logits.reshape(-1, num_labels)
-            log_probs = jax.nn.log_softmax(flat_logits, axis=-1)
-            picked = jnp.take_along_axis(log_probs, labels.reshape(-1, 1).astype(jnp.int32), axis=-1)
-            return -jnp.mean(picked)
-        labels = labels.astype(logits.dtype)
-        return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-
-
-# ------------------------------------------------------------------------------------ public wrappers
+# ------------------------------------------------------------------------------------ public classes
+# Each public class wraps an NNX network (defined right above it) as HF's Flax models do: plain params, a jitted call.
 def _params_to_state(params: dict) -> dict:
     """HF's params tree has string keys ("0") where NNX lists have int keys (0)."""
     return {int(k) if isinstance(k, str) and k.isdigit() else k: _params_to_state(v) if isinstance(v, dict) else v
@@ -449,36 +358,44 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
             lambda x: jnp.zeros(x.shape, x.dtype), _state_to_params(nnx.to_pure_dict(abstract_state))
         )
         self.gradient_checkpointing = False
-        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+        self._jitted = self._compile()
         if not init_is_skipped():
             self.init_weights(seed)
 
     # -- the pure function behind __call__
-    def _network(self, params: dict) -> nnx.Module:
+    _STATIC = ("grid", "output_attentions", "output_hidden_states", "train")
+
+    def _compile(self):
+        return jax.jit(self._apply, static_argnames=self._STATIC)
+
+    def _network(self, params: dict, train: bool = False) -> nnx.Module:
         state = jax.tree_util.tree_map(lambda leaf: leaf, self._abstract_state)  # a copy: the original stays abstract
         nnx.replace_by_pure_dict(state, _params_to_state(params))
         network = nnx.merge(self._graphdef, state)
-        self._encoder_of(network).gradient_checkpointing = self.gradient_checkpointing
+        encoder = network.vit.encoder if hasattr(network, "vit") else network.encoder
+        # The rule in every framework: recompute the blocks in the backward pass when enabled and training.
+        encoder.gradient_checkpointing = self.gradient_checkpointing and train
         return network
 
-    def _apply(self, params, pixel_values, extra, dropout_rng, static):
-        grid, output_attentions, output_hidden_states, train = static
+    def _apply(self, params: dict, pixel_values: jax.Array, inputs: dict, dropout_rng, *, grid: tuple[int, int],
+               output_attentions: bool, output_hidden_states: bool, train: bool):
         rngs = nnx.Rngs(dropout=dropout_rng) if train and dropout_rng is not None else None
-        network = self._network(params)
-        return network(pixel_values.astype(self.dtype), grid, *extra, output_attentions=output_attentions,
-                       output_hidden_states=output_hidden_states, rngs=rngs)
+        return self._network(params, train)(pixel_values, grid, **inputs, output_attentions=output_attentions,
+                                             output_hidden_states=output_hidden_states, rngs=rngs)
 
-    @staticmethod
-    def _encoder_of(network: nnx.Module) -> FlaxViTEncoder:
-        return network.encoder if isinstance(network, _ViTNetwork) else network.vit.encoder
+    def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        """Validate the inputs and cast pixel_values to the compute dtype (the one place that casts).
 
-    def _prepare(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding):
+        Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the PyTorch and TF twins.
+        """
         pixel_values = jnp.asarray(pixel_values) if not isinstance(pixel_values, jax.Array) else pixel_values
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not jnp.issubdtype(pixel_values.dtype, jnp.floating):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
-        # Only concrete inputs can be checked; under the caller's jit the values are not known yet.
-        if not isinstance(pixel_values, jax.core.Tracer) and not np.isfinite(np.asarray(pixel_values)).all():
+        # Only concrete inputs can be checked (under the caller's jit the values are not known yet), and only on
+        # the CPU: on an accelerator the check would force a device-to-host copy on every call.
+        concrete = not isinstance(pixel_values, jax.core.Tracer)
+        if concrete and {d.platform for d in pixel_values.devices()} == {"cpu"} and not np.isfinite(np.asarray(pixel_values)).all():
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
             bool_masked_pos = jnp.asarray(bool_masked_pos)
@@ -489,19 +406,27 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
             if head_mask.ndim == 1:
                 head_mask = jnp.broadcast_to(head_mask, (self.config.num_hidden_layers, head_mask.shape[0]))
             head_mask = head_mask[:, None, :, None, None]
-        return pixel_values, grid, bool_masked_pos, head_mask
+        return pixel_values.astype(self.dtype), grid, bool_masked_pos, head_mask
 
-    def _run(self, pixel_values, extra: tuple, grid, params, dropout_rng, train, output_attentions,
+    def _run(self, pixel_values, inputs: dict, *, grid, params, dropout_rng, train, output_attentions,
              output_hidden_states, return_dict):
         if train and dropout_rng is None and (self.config.hidden_dropout_prob or self.config.attention_probs_dropout_prob):
             raise ValueError("train=True with dropout needs dropout_rng=jax.random.key(...).")
-        static = (grid, bool(output_attentions), bool(output_hidden_states), bool(train))
-        output = self._jitted(self.params if params is None else params, pixel_values, extra, dropout_rng, static)
-        return output if return_dict is not False else output.to_tuple()
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        output = self._jitted(self.params if params is None else params, pixel_values, inputs, dropout_rng, grid=grid,
+                              output_attentions=bool(output_attentions),
+                              output_hidden_states=bool(output_hidden_states), train=bool(train))
+        return output if return_dict else output.to_tuple()
 
     # -- PretrainedMixin
-    def canonical_state_dict(self) -> dict[str, np.ndarray]:
-        flat = flatten(self.params)
+    def canonical_state_dict(self, params: dict | None = None) -> dict[str, np.ndarray]:
+        """The canonical state of `params` (default: the model's own)."""
+        params = self.params if params is None else params
+        if set(params) == {"params"}:  # a linen-style {"params": ...} collection
+            params = params["params"]
+        flat = flatten(dict(params))
         out = {}
         for name, spec in self.parameter_specs().items():
             array = np.asarray(flat[layout_name(spec, "flax")], dtype=np.float32)
@@ -520,14 +445,48 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each block in the backward pass (`nnx.remat`) to save memory."""
         self.gradient_checkpointing = True
-        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+        self._jitted = self._compile()
 
     def gradient_checkpointing_disable(self) -> None:
         self.gradient_checkpointing = False
-        self._jitted = jax.jit(self._apply, static_argnames=("static",))
+        self._jitted = self._compile()
 
-    def save_pretrained(self, save_directory, formats=("safetensors",), **kwargs: Any) -> None:
-        super().save_pretrained(save_directory, formats, **kwargs)
+    def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
+        """HF Flax's `save_pretrained(out, params=state.params)` saves those params, e.g. a train state's."""
+        return self.canonical_state_dict(kwargs.pop("params", None))
+
+
+class _ViTNetwork(nnx.Module):
+    """ViTModel's network: embeddings -> encoder -> norm -> pool -> pooler."""
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool, use_mask_token: bool, **kw: Any) -> None:
+        self.config = config
+        self.embeddings = FlaxViTEmbeddings(config, use_mask_token, **kw)
+        self.encoder = FlaxViTEncoder(config, **kw)
+        self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if not config.use_fc_norm else None
+        self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if config.use_fc_norm else None
+        self.pooler = FlaxViTPooler(config, **kw) if add_pooling_layer else None
+
+    def pool(self, sequence: jax.Array) -> jax.Array:
+        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        if self.config.pooling == "cls":
+            return sequence[:, 0]
+        pooled = sequence[:, self.config.num_prefix_tokens:].mean(axis=1)
+        return self.fc_norm(pooled) if self.fc_norm is not None else pooled
+
+    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> BaseModelOutputWithPooling:
+        embedded = self.embeddings(pixel_values, grid, bool_masked_pos, rngs)
+        sequence, hidden_states, attentions = self.encoder(embedded, head_mask, output_attentions, output_hidden_states, rngs)
+        if self.layernorm is not None:
+            sequence = self.layernorm(sequence)
+        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence,
+            pooler_output=pooled,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+        )
 
 
 class FlaxViTModel(FlaxViTPreTrainedModel):
@@ -565,12 +524,39 @@ class FlaxViTModel(FlaxViTPreTrainedModel):
     def __call__(self, pixel_values, bool_masked_pos=None, head_mask=None, output_attentions: bool | None = None,
                  output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
                  return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
-        pixel_values, grid, bool_masked_pos, head_mask = self._prepare(pixel_values, bool_masked_pos, head_mask,
-                                                                       interpolate_pos_encoding)
+        pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(pixel_values, bool_masked_pos, head_mask,
+                                                                            interpolate_pos_encoding)
         if bool_masked_pos is not None and not self.use_mask_token:
             raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
-        return self._run(pixel_values, (bool_masked_pos, head_mask), grid, params, dropout_rng, train,
-                         output_attentions, output_hidden_states, return_dict)
+        return self._run(pixel_values, {"bool_masked_pos": bool_masked_pos, "head_mask": head_mask}, grid=grid,
+                         params=params, dropout_rng=dropout_rng, train=train, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=return_dict)
+
+
+class _MaskedImageModelingNetwork(nnx.Module):
+    """FlaxViTForMaskedImageModeling's network: the encoder, then a 1x1 conv and a pixel shuffle."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=False, use_mask_token=True, **kw)
+        sh, sw = config.stride_hw
+        self.decoder = nnx.List([_Conv1x1NCHW(config.hidden_size, sh * sw * config.num_channels, **kw), PixelShuffle((sh, sw))])
+
+    def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> MaskedImageModelingOutput:
+        outputs = self.vit(pixel_values, grid, bool_masked_pos, head_mask, output_attentions, output_hidden_states, rngs)
+        patches = outputs.last_hidden_state[:, self.config.num_prefix_tokens:]
+        feature_map = patches.transpose(0, 2, 1).reshape(patches.shape[0], -1, *grid)
+        reconstruction = self.decoder[1](self.decoder[0](feature_map))
+        loss = None
+        if bool_masked_pos is not None:
+            (ph, pw) = self.config.patch_hw
+            mask = bool_masked_pos.reshape(-1, *grid).astype(reconstruction.dtype)
+            mask = jnp.repeat(jnp.repeat(mask, ph, axis=1), pw, axis=2)[:, None]
+            target = pixel_values[:, :, : grid[0] * ph, : grid[1] * pw].astype(reconstruction.dtype)
+            l1 = jnp.abs(target - reconstruction)
+            loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
+        return MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
 
 
 class FlaxViTForMaskedImageModeling(FlaxViTPreTrainedModel):
@@ -599,10 +585,47 @@ class FlaxViTForMaskedImageModeling(FlaxViTPreTrainedModel):
                  return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
         if bool_masked_pos is not None:
             check_mim_stride(self.config)
-        pixel_values, grid, bool_masked_pos, head_mask = self._prepare(pixel_values, bool_masked_pos, head_mask,
-                                                                       interpolate_pos_encoding)
-        return self._run(pixel_values, (bool_masked_pos, head_mask), grid, params, dropout_rng, train,
-                         output_attentions, output_hidden_states, return_dict)
+        pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(pixel_values, bool_masked_pos, head_mask,
+                                                                            interpolate_pos_encoding)
+        return self._run(pixel_values, {"bool_masked_pos": bool_masked_pos, "head_mask": head_mask}, grid=grid,
+                         params=params, dropout_rng=dropout_rng, train=train, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=return_dict)
+
+
+class _ImageClassificationNetwork(nnx.Module):
+    """FlaxViTForImageClassification's network: the encoder, pool, then the classifier."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=config.classifier_input == "pooler", use_mask_token=False, **kw)
+        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        self.classifier = Dense(width, config.num_labels, **kw) if config.num_labels > 0 else None
+
+    def __call__(self, pixel_values, grid, labels=None, head_mask=None, output_attentions=False,
+                 output_hidden_states=False, rngs=None) -> ImageClassifierOutput:
+        outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
+        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        logits = self.classifier(features) if self.classifier is not None else features
+        loss = self.loss_from_labels(logits, labels) if labels is not None else None
+        return ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
+
+    def loss_from_labels(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """The same losses and mean reduction as the PyTorch twin."""
+        logits = logits.astype(jnp.float32)
+        num_labels = self.config.num_labels
+        problem = resolve_problem_type(self.config, jnp.issubdtype(labels.dtype, jnp.integer))
+        if problem == "regression":
+            labels = labels.astype(logits.dtype)
+            if num_labels == 1:
+                return jnp.mean(jnp.square(jnp.squeeze(logits) - jnp.squeeze(labels)))
+            return jnp.mean(jnp.square(logits - labels))
+        if problem == "single_label_classification":
+            flat_logits = logits.reshape(-1, num_labels)
+            log_probs = jax.nn.log_softmax(flat_logits, axis=-1)
+            picked = jnp.take_along_axis(log_probs, labels.reshape(-1, 1).astype(jnp.int32), axis=-1)
+            return -jnp.mean(picked)
+        labels = labels.astype(logits.dtype)
+        return jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits))))
 
 
 class FlaxViTForImageClassification(FlaxViTPreTrainedModel):
@@ -629,7 +652,8 @@ class FlaxViTForImageClassification(FlaxViTPreTrainedModel):
     def __call__(self, pixel_values, head_mask=None, labels=None, output_attentions: bool | None = None,
                  output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
                  return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
-        pixel_values, grid, _, head_mask = self._prepare(pixel_values, None, head_mask, interpolate_pos_encoding)
+        pixel_values, grid, _, head_mask = self._check_inputs(pixel_values, None, head_mask, interpolate_pos_encoding)
         labels = jnp.asarray(labels) if labels is not None else None
-        return self._run(pixel_values, (labels, head_mask), grid, params, dropout_rng, train,
-                         output_attentions, output_hidden_states, return_dict)
+        return self._run(pixel_values, {"labels": labels, "head_mask": head_mask}, grid=grid, params=params,
+                         dropout_rng=dropout_rng, train=train, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=return_dict)

@@ -7,9 +7,7 @@ order; every numeric constant comes from the config.
 
 from __future__ import annotations
 
-import copy
 import math
-import weakref
 
 import numpy as np
 import torch
@@ -19,19 +17,43 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ViTConfig
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
-from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
+from ..outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    MaskedImageModelingOutput,
+    ModelOutput,
+)
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
+
+def _register_output_pytrees() -> None:
+    """Outputs are pytrees for torch.export and torch.compile (their fields are the children), as HF's are."""
+    for output_class in ModelOutput.__subclasses__():
+        if output_class not in torch.utils._pytree.SUPPORTED_NODES:
+            torch.utils._pytree.register_dataclass(output_class, serialized_type_name=f"vit.outputs.{output_class.__name__}")
+
+
+_register_output_pytrees()
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation, x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+# Activations are modules, as in HF, so that hooks can see them.
 ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
+    "gelu": nn.GELU,
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": QuickGELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "tanh": nn.Tanh,
 }
 
 
@@ -43,49 +65,6 @@ def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     grid = torch.einsum("ah,hwd->awd", mh, grid)
     grid = torch.einsum("bw,awd->abd", mw, grid)
     return grid.reshape(1, new_grid[0] * new_grid[1], -1)
-
-
-# PyTorch's CPU matmul calls MKL, which runs at half speed on AMD CPUs; oneDNN is fast on both and gives the
-# same float32 numbers to round-off. For float32 inference on CPU, `dense` multiplies with oneDNN-packed
-# weights, cached per module until a weight changes, and fuses the bias and GELU into the matmul.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_new": ("gelu", "tanh"),
-                      "relu": ("relu", "")}
-
-
-def dense(x: torch.Tensor, layers: tuple[nn.Module, ...], activation: str | None = None) -> torch.Tensor:
-    """The activation of `x @ W.T + b` for one linear layer, or for several side by side (a fused QKV).
-
-    Modules that are not plain `nn.Linear` (a LoRA wrapper, say) are called as they are.
-    """
-    params = [p for layer in layers for p in (getattr(layer, "weight", None), getattr(layer, "bias", None)) if p is not None]
-    plain = all(type(layer) is nn.Linear for layer in layers)
-    fast = (_ONEDNN and plain and x.device.type == "cpu" and x.dtype == torch.float32
-            and all(p.dtype == torch.float32 for p in params) and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing() and not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))))
-    if fast:
-        weight, bias = _packed(layers, params)
-        op, algorithm = _FUSED_ACTIVATIONS.get(activation, ("none", ""))
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, op, [], algorithm)
-        return ACTIVATIONS[activation](y) if activation and op == "none" else y
-    if plain and len(layers) > 1:
-        bias = torch.cat([layer.bias for layer in layers]) if layers[0].bias is not None else None
-        y = F.linear(x, torch.cat([layer.weight for layer in layers]), bias)
-    else:
-        y = torch.cat([layer(x) for layer in layers], dim=-1) if len(layers) > 1 else layers[0](x)
-    return ACTIVATIONS[activation](y) if activation else y
-
-
-def _packed(layers: tuple[nn.Module, ...], params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    key = tuple((p.data_ptr(), p._version) for p in params)
-    cached = _PACKED.get(layers[0])
-    if cached is None or cached[0] != key:
-        weight = torch.cat([layer.weight for layer in layers]).detach()
-        bias = torch.cat([layer.bias for layer in layers]).detach() if layers[0].bias is not None else None
-        cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight), bias)
-        _PACKED[layers[0]] = cached
-    return cached[1], cached[2]
 
 
 class ViTPatchEmbeddings(nn.Module):
@@ -122,7 +101,7 @@ class ViTEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid: tuple[int, int],
                 bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
-        embeddings = self.patch_embeddings(pixel_values.to(self.position_embeddings.dtype))
+        embeddings = self.patch_embeddings(pixel_values)
         if bool_masked_pos is not None:
             mask = bool_masked_pos.unsqueeze(-1).type_as(embeddings)
             embeddings = embeddings * (1.0 - mask) + self.mask_token.expand_as(embeddings) * mask
@@ -144,11 +123,13 @@ class ViTSelfAttention(nn.Module):
         self.dropout_prob = config.attention_probs_dropout_prob
         self.use_sdpa = config.attn_implementation == "sdpa"
 
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) -> (batch, heads, tokens, head_dim)."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
     def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # One matmul for query, key and value instead of three.
-        qkv = dense(hidden_states, (self.query, self.key, self.value)).unflatten(-1, (3, self.num_heads, self.head_dim))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (self.split_heads(projection(hidden_states)) for projection in (self.query, self.key, self.value))
         dropout = self.dropout_prob if self.training else 0.0
         if self.use_sdpa and head_mask is None and not output_attentions:
             context, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
@@ -171,7 +152,7 @@ class ViTSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.dropout(dense(hidden_states, (self.dense,)))
+        return self.dropout(self.dense(hidden_states))
 
 
 class ViTAttention(nn.Module):
@@ -194,10 +175,11 @@ class ViTIntermediate(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = config.hidden_act
+        self.activation_name = config.hidden_act
+        self.intermediate_act_fn = ACTIVATIONS[config.hidden_act]()
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return dense(hidden_states, (self.dense,), self.activation)
+        return self.intermediate_act_fn(self.dense(hidden_states))
 
 
 class ViTOutput(nn.Module):
@@ -209,7 +191,7 @@ class ViTOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.dropout(dense(hidden_states, (self.dense,))) + residual
+        return self.dropout(self.dense(hidden_states)) + residual
 
 
 class ViTLayer(nn.Module):
@@ -245,6 +227,7 @@ class ViTEncoder(nn.Module):
         for i, layer in enumerate(self.layer):
             layer_mask = head_mask[i] if head_mask is not None else None
             if self.gradient_checkpointing and self.training:
+                # Recompute the block's activations in the backward pass instead of storing them.
                 hidden_states, probs = checkpoint(layer, hidden_states, layer_mask, output_attentions, use_reentrant=False)
             else:
                 hidden_states, probs = layer(hidden_states, layer_mask, output_attentions)
@@ -261,7 +244,7 @@ class ViTPooler(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.pooler_output_size)
-        self.activation = ACTIVATIONS[config.pooler_act]
+        self.activation = ACTIVATIONS[config.pooler_act]()
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(pooled))
@@ -278,6 +261,26 @@ class PixelShuffle(nn.Module):
         (sh, sw), (b, c, h, w) = self.factor, x.shape
         x = x.reshape(b, c // (sh * sw), sh, sw, h, w).permute(0, 1, 4, 2, 5, 3)
         return x.reshape(b, c // (sh * sw), h * sh, w * sw)
+
+
+def _device_from_map(device_map: str | torch.device) -> torch.device:
+    """HF's device_map for a model that fits one device: "auto" picks the GPU when there is one."""
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device_map, (str, torch.device)):
+        return torch.device(device_map)
+    raise ValueError(f"device_map={device_map!r}: vit places the whole model on one device; pass 'auto', 'cpu' or "
+                     "a device such as 'cuda:0'.")
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """NumPy has no bfloat16 of its own: bf16 tensors become ml_dtypes.bfloat16 arrays (the same bits), so that
+    a bf16 model saves as BF16, as HF's does."""
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.detach().cpu().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.detach().cpu().numpy()
 
 
 class ViTPreTrainedModel(PretrainedMixin, nn.Module):
@@ -309,34 +312,59 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, dtype=None, torch_dtype=None,
+                        device_map: str | torch.device | None = None, **kwargs):
+        """HF's loader (see `PretrainedMixin.from_pretrained`), returning the model in eval mode as HF does.
+
+        `dtype` (transformers >= 4.56's name; `torch_dtype` is kept) casts the weights, "auto" keeps the
+        checkpoint's; `device_map` is "cpu", "auto" (the GPU when there is one) or a device.
+        """
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"Pass dtype or torch_dtype, not both ({dtype} vs {torch_dtype}).")
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                        torch_dtype=dtype if dtype is not None else torch_dtype, **kwargs)
+        if device_map is not None:
+            model.to(_device_from_map(device_map))
+        return model.eval()
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
+
+    def _output_flags(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+        """As in PretrainedMixin, but under torch.jit.trace the default output is a tuple, since TorchScript
+        records no dataclasses (HF's `torchscript=True` does the same)."""
+        if return_dict is None and torch.jit.is_tracing():
+            return_dict = False
+        return super()._output_flags(output_attentions, output_hidden_states, return_dict)
+
     def canonical_state_dict(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
-                for k, v in self.state_dict().items()}
+        return {k: _to_numpy(v) for k, v in self.state_dict().items()}
+
+    def _state_to_save(self, kwargs: dict) -> dict[str, np.ndarray]:
+        """HF's `save_pretrained(state_dict=...)`, which Trainer and peft pass, wins over the model's own."""
+        state_dict = kwargs.pop("state_dict", None)
+        if state_dict is None:
+            return self.canonical_state_dict()
+        return {k: _to_numpy(v) for k, v in state_dict.items()}
 
     def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
         own = self.state_dict()
         with torch.no_grad():
             for name, array in state.items():
+                if array.dtype.name == "bfloat16":  # torch.from_numpy has no ml_dtypes; the widening is exact
+                    array = array.astype(np.float32)
                 own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
 
     def optimize_for_inference(self) -> ViTPreTrainedModel:
-        """A frozen copy for float32 CPU inference: eval mode, no autograd, oneDNN weights packed up front.
+        """A frozen copy for float32 CPU inference; see `vit.pt.fast` for its contract. This model is unchanged."""
+        from .fast import optimize_for_inference
 
-        The copy gives the same outputs as this model (to float32 round-off) and never builds autograd
-        graphs; the time it takes is the packing of every projection once. This model is left unchanged.
-        """
-        optimized = copy.deepcopy(self).eval().requires_grad_(False)
-        with torch.inference_mode():
-            for module in optimized.modules():
-                if isinstance(module, ViTSelfAttention):
-                    layers = (module.query, module.key, module.value)
-                elif isinstance(module, (ViTSelfOutput, ViTIntermediate, ViTOutput)):
-                    layers = (module.dense,)
-                else:
-                    continue
-                dense(torch.zeros(1, layers[0].in_features), layers)  # packs the weights and caches them
-        optimized.forward = torch.inference_mode()(optimized.forward)
-        return optimized
+        return optimize_for_inference(self)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         for module in self.modules():
@@ -348,15 +376,22 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             if isinstance(module, ViTEncoder):
                 module.gradient_checkpointing = False
 
-    def _check_inputs(self, pixel_values: torch.Tensor, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+    def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        """Validate the inputs and cast pixel_values to the model's dtype (the one place that casts).
+
+        Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the TF and Flax twins.
+        """
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(np.asarray(pixel_values))
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not torch.is_floating_point(pixel_values):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+        # On an accelerator this check would force a device-to-host sync on every call; on the CPU it is free.
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and pixel_values.device.type == "cpu" and not torch.isfinite(pixel_values).all():
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
+            bool_masked_pos = torch.as_tensor(bool_masked_pos)
             check_mask(tuple(bool_masked_pos.shape), pixel_values.shape[0], grid[0] * grid[1])
         if head_mask is not None:
             head_mask = torch.as_tensor(head_mask)
@@ -364,7 +399,7 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             # (layers, 1, heads, 1, 1) so that layer i's mask broadcasts over (batch, heads, q, k).
             head_mask = head_mask.expand(self.config.num_hidden_layers, -1) if head_mask.dim() == 1 else head_mask
             head_mask = head_mask[:, None, :, None, None].to(self.dtype)
-        return pixel_values, grid, head_mask
+        return pixel_values.to(self.dtype), grid, bool_masked_pos, head_mask
 
 
 class ViTModel(ViTPreTrainedModel):
@@ -420,7 +455,12 @@ class ViTModel(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
-        pixel_values, grid, head_mask = self._check_inputs(pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding)
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(
+            pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding
+        )
         if bool_masked_pos is not None and self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
         embedded = self.embeddings(pixel_values, grid, bool_masked_pos)
@@ -436,7 +476,7 @@ class ViTModel(ViTPreTrainedModel):
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class ViTForMaskedImageModeling(ViTPreTrainedModel):
@@ -480,6 +520,9 @@ class ViTForMaskedImageModeling(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if bool_masked_pos is not None:
             check_mim_stride(self.config)
         outputs = self.vit(pixel_values, bool_masked_pos, head_mask, output_attentions, output_hidden_states,
@@ -498,7 +541,7 @@ class ViTForMaskedImageModeling(ViTPreTrainedModel):
             l1 = F.l1_loss(target, reconstruction, reduction="none")
             loss = (l1 * mask).sum() / (mask.sum() + 1e-5) / self.config.num_channels
         output = MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class ViTForImageClassification(ViTPreTrainedModel):
@@ -542,12 +585,15 @@ class ViTForImageClassification(ViTPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
                            interpolate_pos_encoding, return_dict=True)
         logits = self.forward_head(outputs)
         loss = self.loss_from_labels(logits, labels) if labels is not None else None
         output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def loss_from_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """HF's losses by problem_type, mean-reduced."""

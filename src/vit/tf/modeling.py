@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import keras
@@ -269,10 +271,9 @@ class TFViTEncoder(keras.layers.Layer):
         all_attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layer):
             layer_mask = head_mask[i] if head_mask is not None else None
-            if self.gradient_checkpointing and training and not output_attentions:
+            if self.gradient_checkpointing and training:
                 # Recompute the block's activations in the backward pass instead of storing them.
-                run = tf.recompute_grad(lambda h, layer=layer, m=layer_mask: layer(h, head_mask=m, training=True)[0])
-                hidden_states, probs = run(hidden_states), None
+                hidden_states, probs = self._recomputed(layer, hidden_states, layer_mask, output_attentions)
             else:
                 hidden_states, probs = layer(hidden_states, head_mask=layer_mask, output_attentions=output_attentions,
                                              training=training)
@@ -281,6 +282,13 @@ class TFViTEncoder(keras.layers.Layer):
             if output_attentions:
                 all_attentions.append(probs)
         return hidden_states, all_hidden, all_attentions
+
+    @staticmethod
+    def _recomputed(layer, hidden_states, head_mask, output_attentions: bool):
+        """`layer` under tf.recompute_grad, which takes functions of tensors only (no None outputs)."""
+        if output_attentions:
+            return tf.recompute_grad(lambda h: layer(h, head_mask=head_mask, output_attentions=True, training=True))(hidden_states)
+        return tf.recompute_grad(lambda h: layer(h, head_mask=head_mask, training=True)[0])(hidden_states), None
 
 
 class TFViTPooler(keras.layers.Layer):
@@ -391,6 +399,23 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
             spec, var = variables[name]
             var.assign(to_layout(np.asarray(array), spec.kind, spec.leaf, "tf").astype(var.dtype))
 
+    def save_pretrained(self, save_directory: str | os.PathLike, formats: tuple[str, ...] | str | None = None, *,
+                        saved_model: bool = False, version: int = 1, **kwargs: Any) -> None:
+        """As `PretrainedMixin.save_pretrained`; `saved_model=True` also writes a SavedModel to
+        `saved_model/<version>/` with a `serving_default` signature, as HF's TF models do."""
+        super().save_pretrained(save_directory, formats, **kwargs)
+        if saved_model:
+            target = os.path.join(os.fspath(save_directory), "saved_model", str(version))
+            staging = tempfile.mkdtemp(prefix=".saved_model.", dir=os.fspath(save_directory))
+            try:
+                self.export(staging)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
     def canonical_name_of(self) -> dict[int, str]:
         """{id(variable): canonical name}, e.g. to label gradients from `self.trainable_variables`."""
         return {id(var): name for name, (_, var) in self._canonical_variables().items()}
@@ -405,11 +430,17 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         return self.encoder if isinstance(self, TFViTModel) else self.vit.encoder
 
     def _check_inputs(self, pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding) -> tuple:
+        """Validate the inputs and cast pixel_values to the compute dtype (the one place that casts).
+
+        Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the PyTorch and Flax twins.
+        """
         pixel_values = tf.convert_to_tensor(pixel_values)
         grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
         if not pixel_values.dtype.is_floating:
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype.name}; use ViTImageProcessor.")
-        if tf.executing_eagerly() and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
+        # Only eager values can be checked; on an accelerator the check would force a device-to-host sync.
+        on_cpu = "GPU" not in pixel_values.device and "TPU" not in pixel_values.device
+        if tf.executing_eagerly() and on_cpu and not bool(tf.reduce_all(tf.math.is_finite(pixel_values))):
             raise ValueError("pixel_values holds NaN or infinite values.")
         if bool_masked_pos is not None:
             bool_masked_pos = tf.convert_to_tensor(bool_masked_pos)
@@ -424,22 +455,28 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
 
     # Keras training: the loss comes from the labels, as in HF's TF models.
     def train_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         share = tf.stop_gradient(self._replica_share(x))
         with tf.GradientTape() as tape:
-            loss = self._step_loss(x, y, training=True)
+            output = self._step_output(x, y, training=True)
             # tf.distribute sums the replicas' gradients: weighting each replica's mean loss by its share of
             # the global batch makes the sum the gradient of the whole batch's mean loss, as on one device.
-            scaled = loss * share
+            scaled = output.loss * share
             scaled = self.optimizer.scale_loss(scaled) if hasattr(self.optimizer, "scale_loss") else scaled
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        return self._track_loss(self._global_mean(loss, share))
+        return self._update_metrics(self._global_mean(output.loss, share), y, output, sample_weight)
 
     def test_step(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss = self._step_loss(x, y, training=False)
-        return self._track_loss(self._global_mean(loss, self._replica_share(x)))
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        output = self._step_output(x, y, training=False)
+        return self._update_metrics(self._global_mean(output.loss, self._replica_share(x)), y, output, sample_weight)
+
+    def predict_step(self, data):
+        """`model.predict` returns the output fields as a dict of arrays, e.g. {"logits": ...}."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        kwargs = dict(x) if isinstance(x, dict) else {"pixel_values": x}
+        return dict(self(**kwargs, training=False).items())
 
     @staticmethod
     def _replica_share(x) -> tf.Tensor:
@@ -459,19 +496,30 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
             return loss
         return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(loss, tf.float32) * share)
 
-    def _step_loss(self, x, y, training: bool):
+    def _step_output(self, x, y, training: bool):
         kwargs = dict(x) if isinstance(x, dict) else {"pixel_values": x}
         if y is not None:
             kwargs["labels"] = y
-        return self(**kwargs, training=training).loss
+        output = self(**kwargs, training=training)
+        if output.loss is None:
+            raise ValueError(f"{type(self).__name__} computes no loss from these inputs; pass labels as y (or "
+                             "bool_masked_pos in x for masked image modelling).")
+        return output
 
-    def _track_loss(self, loss):
+    def _update_metrics(self, loss, y, output, sample_weight) -> dict:
+        """The loss, and the metrics given to `compile(metrics=...)` on the labels and the logits."""
         self._loss_mean.update_state(loss)
-        return {"loss": self._loss_mean.result(), "last_loss": loss}
+        results = {"loss": self._loss_mean.result(), "last_loss": loss}
+        compiled = getattr(self, "_compile_metrics", None)
+        if compiled is not None and y is not None and "logits" in output:
+            compiled.update_state(y, output.logits, sample_weight)
+            results.update(compiled.result())
+        return results
 
     @property
     def metrics(self):
-        return [self._loss_mean]
+        compiled = getattr(self, "_compile_metrics", None)
+        return [self._loss_mean] + ([compiled] if compiled is not None else [])
 
     def export(self, filepath: str | os.PathLike, format: str = "tf_saved_model", **kwargs: Any) -> None:
         """Write a SavedModel whose `serve(pixel_values)` returns the output fields as a dict."""
@@ -540,6 +588,9 @@ class TFViTModel(TFViTPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         pixel_values, grid, bool_masked_pos, head_mask = self._check_inputs(
             pixel_values, bool_masked_pos, head_mask, interpolate_pos_encoding
         )
@@ -559,7 +610,7 @@ class TFViTModel(TFViTPreTrainedModel):
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class TFViTForMaskedImageModeling(TFViTPreTrainedModel):
@@ -597,6 +648,9 @@ class TFViTForMaskedImageModeling(TFViTPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         if bool_masked_pos is not None:
             check_mim_stride(self.config)
         outputs = self.vit(pixel_values, bool_masked_pos=bool_masked_pos, head_mask=head_mask,
@@ -616,7 +670,7 @@ class TFViTForMaskedImageModeling(TFViTPreTrainedModel):
             l1 = tf.abs(target - reconstruction)
             loss = tf.reduce_sum(l1 * mask) / (tf.reduce_sum(mask) + 1e-5) / self.config.num_channels
         output = MaskedImageModelingOutput(loss, reconstruction, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class TFViTForImageClassification(TFViTPreTrainedModel):
@@ -659,13 +713,16 @@ class TFViTForImageClassification(TFViTPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         outputs = self.vit(pixel_values, head_mask=head_mask, output_attentions=output_attentions,
                            output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
                            return_dict=True, training=training)
         logits = self.forward_head(outputs)
         loss = self.loss_from_labels(logits, labels) if labels is not None else None
         output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
     def loss_from_labels(self, logits: tf.Tensor, labels) -> tf.Tensor:
         """The same losses and mean reduction as the PyTorch twin."""

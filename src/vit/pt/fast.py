@@ -1,0 +1,83 @@
+"""`optimize_for_inference()`: a frozen copy of a PyTorch model for float32 CPU inference.
+
+The default models follow `nn.Module` semantics exactly: every submodule is called, every hook fires and every
+weight is read when it is used, so in-place edits (EMA, pruning, `.data` surgery) take effect on the next call.
+This module is the one place that trades those semantics for speed, and only when the user asks for it.
+
+The contract of the copy that `optimize_for_inference(model)` returns:
+- It is a deep copy in eval mode, with autograd off (`requires_grad=False`, forward under `inference_mode`).
+- Each `nn.Linear` becomes a `PackedLinear` whose weight was reordered for oneDNN once, when the copy was made.
+  The weights are frozen: editing them (or the original model's) does not change the copy's outputs. Edit
+  the original model and call `optimize_for_inference()` again.
+- The MLP's bias and GELU/ReLU are fused into its first matmul, so a hook on `intermediate_act_fn` of the copy
+  does not fire. Hooks on the `PackedLinear` modules do fire.
+- It accepts float32 CPU inputs only, and gives the original model's outputs to float32 round-off.
+
+PyTorch's own CPU matmul calls MKL, which on some AMD CPUs runs well below oneDNN; how much the copy gains
+therefore depends on the CPU (`make bench` measures it on the machine at hand).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+# Activations that oneDNN can apply inside the matmul: config name -> (oneDNN op, algorithm).
+_FUSABLE = {"gelu": ("gelu", "none"), "gelu_pytorch_tanh": ("gelu", "tanh"), "gelu_new": ("gelu", "tanh"),
+            "relu": ("relu", "")}
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class PackedLinear(nn.Module):
+    """A frozen `nn.Linear` whose weight is pre-packed for oneDNN, optionally with a fused activation.
+
+    `weight` and `bias` stay in the state dict under their usual names, so the copy still saves; the packed
+    weight is a non-persistent buffer computed once from them.
+    """
+
+    def __init__(self, linear: nn.Linear, activation: str | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False) if linear.bias is not None else None
+        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(self.weight.detach()),
+                             persistent=False)
+        self.op, self.algorithm = _FUSABLE[activation] if activation else ("none", "")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dtype != torch.float32:
+            raise ValueError(f"An optimize_for_inference() copy takes float32 CPU inputs, got {x.dtype} on {x.device}; "
+                             "use the original model for other devices and dtypes.")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.op, [], self.algorithm)
+
+    def extra_repr(self) -> str:
+        fused = f", fused={self.op}" if self.op != "none" else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed{fused}"
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Return a frozen, oneDNN-packed copy of `model` (see the module docstring for the contract)."""
+    from .modeling import ViTIntermediate
+
+    if not onednn_available():
+        raise RuntimeError("optimize_for_inference needs PyTorch built with oneDNN (mkldnn); use the model as it is.")
+    dtypes = {p.dtype for p in model.parameters()}
+    devices = {p.device.type for p in model.parameters()}
+    if dtypes != {torch.float32} or devices != {"cpu"}:
+        raise ValueError(f"optimize_for_inference packs float32 CPU weights; this model has {sorted(map(str, dtypes))} "
+                         f"on {sorted(devices)}. Use the model as it is, or torch.compile.")
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    for module in list(frozen.modules()):
+        if isinstance(module, ViTIntermediate) and module.activation_name in _FUSABLE:
+            module.dense = PackedLinear(module.dense, module.activation_name)
+            module.intermediate_act_fn = nn.Identity()
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, PackedLinear(child))
+    frozen.forward = torch.inference_mode()(frozen.forward)
+    return frozen
