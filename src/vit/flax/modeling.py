@@ -19,10 +19,17 @@ import numpy as np
 from flax import nnx
 
 from .. import outputs as _outputs
-from ..config import ViTConfig
+from ..config import ViTConfig, check_model_family
+from ..errors import ConfigError
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
-from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
-from ..params import flatten, from_layout, layout_name, nest, to_layout
+from ..outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    ImageClassifierWithTeacherOutput,
+    ImageEmbeddingsOutput,
+    MaskedImageModelingOutput,
+)
+from ..params import classifier_width, flatten, from_layout, layout_name, nest, to_layout
 from ..pretrained import PretrainedMixin, init_is_skipped
 from ..resize import resize_matrix
 
@@ -37,7 +44,8 @@ ACTIVATIONS = {
     "tanh": jnp.tanh,
 }
 
-for _cls in (BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput):
+for _cls in (BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput, ImageEmbeddingsOutput,
+             ImageClassifierWithTeacherOutput):
     # Outputs leave jit as pytrees; their fields are the children.
     jax.tree_util.register_pytree_node(
         _cls,
@@ -47,10 +55,11 @@ for _cls in (BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModel
 assert _outputs  # the registration above is for these shared classes
 
 
-def resize_positions(pos: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> jax.Array:
+def resize_positions(pos: jax.Array, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     method: str = "bicubic") -> jax.Array:
     """Bicubic resize of a (1, H*W, D) grid with torch's numbers (`jax.image.resize` differs)."""
-    mh = jnp.asarray(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype)
-    mw = jnp.asarray(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype)
+    mh = jnp.asarray(resize_matrix(old_grid[0], new_grid[0], method), dtype=pos.dtype)
+    mw = jnp.asarray(resize_matrix(old_grid[1], new_grid[1], method), dtype=pos.dtype)
     grid = pos.reshape(old_grid[0], old_grid[1], -1)
     grid = jnp.einsum("ah,hwd->awd", mh, grid, precision="highest")
     grid = jnp.einsum("bw,awd->abd", mw, grid, precision="highest")
@@ -107,7 +116,7 @@ class FlaxViTPatchEmbeddings(nnx.Module):
     def __init__(self, config: ViTConfig, **kw: Any) -> None:
         self.patch_hw, self.num_channels = config.patch_hw, config.num_channels
         ph, pw = config.patch_hw
-        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, **kw)
+        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, config.patch_embedding_bias, **kw)
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
         (ph, pw), c = self.patch_hw, self.num_channels
@@ -120,40 +129,50 @@ class FlaxViTPatchEmbeddings(nnx.Module):
 class _ConvProjection(nnx.Module):
     """The patch projection's kernel (ph, pw, C, D), applied to flattened patches as a matmul."""
 
-    def __init__(self, ph: int, pw: int, channels: int, hidden: int, *, dtype: Any = None,
+    def __init__(self, ph: int, pw: int, channels: int, hidden: int, use_bias: bool = True, *, dtype: Any = None,
                  param_dtype: Any = jnp.float32) -> None:
         self.kernel = nnx.Param(jnp.zeros((ph, pw, channels, hidden), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((hidden,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((hidden,), param_dtype)) if use_bias else None
         self.dtype = dtype
 
     def __call__(self, patches: jax.Array) -> jax.Array:
         dtype = self.dtype or patches.dtype
         kernel = self.kernel[...].reshape(-1, self.kernel.shape[-1]).astype(dtype)
-        flat = patches.reshape(-1, patches.shape[-1]).astype(dtype)
-        return (jnp.matmul(flat, kernel) + self.bias[...].astype(dtype)).reshape(*patches.shape[:-1], kernel.shape[-1])
+        projected = jnp.matmul(patches.reshape(-1, patches.shape[-1]).astype(dtype), kernel)
+        if self.bias is not None:
+            projected = projected + self.bias[...].astype(dtype)
+        return projected.reshape(*patches.shape[:-1], kernel.shape[-1])
 
 
 class FlaxViTEmbeddings(nnx.Module):
-    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+    """Patch embeddings, the optional mask token, the prefix tokens and the position embeddings.
+
+    The sequence is [class, distillation, registers, patches]. Position embeddings cover the class and
+    distillation tokens (not with `no_embed_class`) and the patches, never the registers (DINOv2's layout).
+    """
 
     def __init__(self, config: ViTConfig, use_mask_token: bool = False, **kw: Any) -> None:
         self.config = config
         d, param_dtype = config.hidden_size, kw.get("param_dtype", jnp.float32)
-        self.cls_token = nnx.Param(jnp.zeros((1, 1, d), param_dtype)) if config.class_token else None
-        self.mask_token = nnx.Param(jnp.zeros((1, 1, d), param_dtype)) if use_mask_token else None
+
+        def token(count: int, wanted: bool) -> nnx.Param | None:
+            return nnx.Param(jnp.zeros((1, count, d), param_dtype)) if wanted else None
+
+        self.cls_token = token(1, config.class_token)
+        self.distillation_token = token(1, config.distillation_token)
+        self.register_tokens = token(config.num_register_tokens, config.num_register_tokens > 0)
+        self.mask_token = token(1, use_mask_token)
         self.patch_embeddings = FlaxViTPatchEmbeddings(config, **kw)
-        self.position_embeddings = nnx.Param(
-            jnp.zeros((1, config.num_patches + config.num_prefix_tokens, d), param_dtype)
-        )
+        self.position_embeddings = nnx.Param(jnp.zeros((1, config.num_positions, d), param_dtype))
         self.dropout_rate = config.hidden_dropout_prob
 
     def interpolate_pos_encoding(self, grid: tuple[int, int]) -> jax.Array:
-        """Position embeddings for a patch grid, bicubic-resized (HF PyTorch's numbers) when needed."""
+        """Position embeddings for a patch grid, resized (HF PyTorch's numbers) when needed."""
         pos = self.position_embeddings[...]
         if grid == self.config.grid_hw:
             return pos
-        prefix = self.config.num_prefix_tokens
-        patches = resize_positions(pos[:, prefix:], self.config.grid_hw, grid)
+        prefix = self.config.num_position_prefix_tokens
+        patches = resize_positions(pos[:, prefix:], self.config.grid_hw, grid, self.config.position_interpolation)
         return jnp.concatenate([pos[:, :prefix], patches], axis=1)
 
     def __call__(self, pixel_values: jax.Array, grid: tuple[int, int], bool_masked_pos: jax.Array | None = None,
@@ -162,10 +181,22 @@ class FlaxViTEmbeddings(nnx.Module):
         if bool_masked_pos is not None:
             mask = bool_masked_pos.astype(embeddings.dtype)[:, :, None]
             embeddings = embeddings * (1.0 - mask) + self.mask_token[...].astype(embeddings.dtype) * mask
-        if self.cls_token is not None:
-            cls = jnp.broadcast_to(self.cls_token[...].astype(embeddings.dtype), (embeddings.shape[0], 1, embeddings.shape[2]))
-            embeddings = jnp.concatenate([cls, embeddings], axis=1)
-        embeddings = embeddings + self.interpolate_pos_encoding(grid).astype(embeddings.dtype)
+        batch, d = embeddings.shape[0], embeddings.shape[2]
+
+        def expand(token: nnx.Param) -> jax.Array:
+            return jnp.broadcast_to(token[...].astype(embeddings.dtype), (batch, token.shape[1], d))
+
+        tokens = [expand(t) for t in (self.cls_token, self.distillation_token) if t is not None]
+        positions = self.interpolate_pos_encoding(grid).astype(embeddings.dtype)
+        if self.config.no_embed_class:
+            embeddings = jnp.concatenate([*tokens, embeddings + positions], axis=1)
+        else:
+            embeddings = jnp.concatenate([*tokens, embeddings], axis=1) + positions
+        if self.register_tokens is not None:
+            # Registers go after the class and distillation tokens, without position embeddings.
+            split = len(tokens)
+            embeddings = jnp.concatenate([embeddings[:, :split], expand(self.register_tokens), embeddings[:, split:]],
+                                         axis=1)
         return dropout(embeddings, self.dropout_rate, rngs)
 
 
@@ -238,25 +269,67 @@ class FlaxViTOutput(nnx.Module):
         self.dense = Dense(config.intermediate_size, config.hidden_size, **kw)
         self.dropout_rate = config.hidden_dropout_prob
 
-    def __call__(self, hidden_states: jax.Array, residual: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
-        return dropout(self.dense(hidden_states), self.dropout_rate, rngs) + residual
+    def __call__(self, hidden_states: jax.Array, residual: jax.Array | None, rngs: nnx.Rngs | None = None) -> jax.Array:
+        out = dropout(self.dense(hidden_states), self.dropout_rate, rngs)
+        return out if residual is None else out + residual
+
+
+class FlaxViTSwiGLU(nnx.Module):
+    """SwiGLU MLP (DINOv2-g): silu(gate) * value from one fused projection, then back to hidden_size."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.weights_in = Dense(config.hidden_size, 2 * config.intermediate_size, **kw)
+        self.weights_out = Dense(config.intermediate_size, config.hidden_size, **kw)
+        self.dropout_rate = config.hidden_dropout_prob
+
+    def __call__(self, hidden_states: jax.Array, residual: jax.Array | None, rngs: nnx.Rngs | None = None) -> jax.Array:
+        gate, value = jnp.split(self.weights_in(hidden_states), 2, axis=-1)
+        out = dropout(self.weights_out(jax.nn.silu(gate) * value), self.dropout_rate, rngs)
+        return out if residual is None else out + residual
+
+
+class FlaxViTLayerScale(nnx.Module):
+    """LayerScale (CaiT, DINOv2): a learned per-channel factor on a residual branch."""
+
+    def __init__(self, config: ViTConfig, *, dtype: Any = None, param_dtype: Any = jnp.float32) -> None:
+        self.lambda1 = nnx.Param(jnp.ones((config.hidden_size,), param_dtype))
+
+    def __call__(self, hidden_states: jax.Array) -> jax.Array:
+        return hidden_states * self.lambda1[...].astype(hidden_states.dtype)
 
 
 class FlaxViTLayer(nnx.Module):
-    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); LayerScale on each branch if set."""
 
     def __init__(self, config: ViTConfig, **kw: Any) -> None:
         self.attention = FlaxViTAttention(config, **kw)
-        self.intermediate = FlaxViTIntermediate(config, **kw)
-        self.output = FlaxViTOutput(config, **kw)
+        self.use_swiglu = config.use_swiglu_ffn
+        if config.use_swiglu_ffn:
+            self.mlp = FlaxViTSwiGLU(config, **kw)
+        else:
+            self.intermediate = FlaxViTIntermediate(config, **kw)
+            self.output = FlaxViTOutput(config, **kw)
         self.layernorm_before = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
         self.layernorm_after = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw)
+        use_scale = config.layer_scale_init_value is not None
+        self.layer_scale1 = FlaxViTLayerScale(config, **kw) if use_scale else None
+        self.layer_scale2 = FlaxViTLayerScale(config, **kw) if use_scale else None
+
+    def feed_forward(self, hidden_states: jax.Array, residual: jax.Array | None, rngs: nnx.Rngs | None) -> jax.Array:
+        """The MLP (or SwiGLU) branch, plus the residual when one is given."""
+        if self.use_swiglu:
+            return self.mlp(hidden_states, residual, rngs)
+        return self.output(self.intermediate(hidden_states), residual, rngs)
 
     def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
         attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask, output_attentions, rngs)
-        hidden_states = attended + hidden_states
-        return self.output(self.intermediate(self.layernorm_after(hidden_states)), hidden_states, rngs), probs
+        if self.layer_scale1 is None:
+            hidden_states = attended + hidden_states
+            return self.feed_forward(self.layernorm_after(hidden_states), hidden_states, rngs), probs
+        hidden_states = self.layer_scale1(attended) + hidden_states
+        branch = self.feed_forward(self.layernorm_after(hidden_states), None, rngs)
+        return self.layer_scale2(branch) + hidden_states, probs
 
 
 class FlaxViTEncoder(nnx.Module):
@@ -294,6 +367,41 @@ class FlaxViTPooler(nnx.Module):
 
     def __call__(self, pooled: jax.Array) -> jax.Array:
         return self.activation(self.dense(pooled))
+
+
+class _Projections(nnx.Module):
+    """A named group of Dense layers (the MAP head's `attention` and `mlp`), so their paths are HF-like."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]], **kw: Any) -> None:
+        for name, (n_in, n_out) in shapes.items():
+            setattr(self, name, Dense(n_in, n_out, **kw))
+
+
+class FlaxViTAttentionPoolingHead(nnx.Module):
+    """Attention pooling (MAP, SigLIP's head): a learned probe attends to the tokens, then a residual MLP."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        d, mlp = config.hidden_size, config.intermediate_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.probe = nnx.Param(jnp.zeros((1, 1, d), kw.get("param_dtype", jnp.float32)))
+        self.attention = _Projections({"query": (d, d), "key": (d, d), "value": (d, d), "out_proj": (d, d)}, **kw)
+        self.layernorm = LayerNorm(d, config.layer_norm_eps, **kw)
+        self.mlp = _Projections({"fc1": (d, mlp), "fc2": (mlp, d)}, **kw)
+        self.activation = ACTIVATIONS[config.hidden_act]
+
+    def __call__(self, sequence: jax.Array) -> jax.Array:
+        def heads(x: jax.Array) -> jax.Array:
+            return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+        probe = jnp.broadcast_to(self.probe[...].astype(sequence.dtype), (sequence.shape[0], 1, sequence.shape[2]))
+        q = heads(self.attention.query(probe))
+        k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
+        scores = jnp.matmul(q, k.swapaxes(-1, -2)) / jnp.asarray(math.sqrt(self.head_dim), q.dtype)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+        context = jnp.matmul(probs, v).transpose(0, 2, 1, 3)
+        pooled = self.attention.out_proj(context.reshape(context.shape[0], context.shape[1], -1))
+        pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
+        return pooled[:, 0]
 
 
 class PixelShuffle(nnx.Module):
@@ -349,6 +457,7 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
                  seed: int = 0, **network_kwargs: Any) -> None:
         if not isinstance(config, ViTConfig):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
+        check_model_family(type(self), config)
         self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
         self._network_kwargs = network_kwargs
         abstract = nnx.eval_shape(lambda: self.network_class(config, **network_kwargs, dtype=dtype, param_dtype=param_dtype))
@@ -389,7 +498,8 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
         Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the PyTorch and TF twins.
         """
         pixel_values = jnp.asarray(pixel_values) if not isinstance(pixel_values, jax.Array) else pixel_values
-        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        interpolate = bool(interpolate_pos_encoding) or self.config.always_interpolate_pos_encoding
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, interpolate)
         if not jnp.issubdtype(pixel_values.dtype, jnp.floating):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
         # Only concrete inputs can be checked (under the caller's jit the values are not known yet), and only on
@@ -462,25 +572,37 @@ class _ViTNetwork(nnx.Module):
     def __init__(self, config: ViTConfig, add_pooling_layer: bool, use_mask_token: bool, **kw: Any) -> None:
         self.config = config
         self.embeddings = FlaxViTEmbeddings(config, use_mask_token, **kw)
+        # CLIP norms the embeddings before the blocks.
+        self.pre_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if config.pre_layernorm else None
         self.encoder = FlaxViTEncoder(config, **kw)
         self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if not config.use_fc_norm else None
         self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, **kw) if config.use_fc_norm else None
-        self.pooler = FlaxViTPooler(config, **kw) if add_pooling_layer else None
+        self.map_head = FlaxViTAttentionPoolingHead(config, **kw) if config.pooling == "map" else None
+        self.pooler = FlaxViTPooler(config, **kw) if add_pooling_layer and config.pooler_dense else None
+        self.add_pooling_layer = add_pooling_layer
 
     def pool(self, sequence: jax.Array) -> jax.Array:
-        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        """The class token, the mean of the patch tokens or the attention pool; then fc_norm (timm, CLIP)."""
         if self.config.pooling == "cls":
-            return sequence[:, 0]
-        pooled = sequence[:, self.config.num_prefix_tokens:].mean(axis=1)
+            pooled = sequence[:, 0]
+        elif self.config.pooling == "map":
+            pooled = self.map_head(sequence)
+        else:
+            pooled = sequence[:, self.config.num_prefix_tokens:].mean(axis=1)
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
     def __call__(self, pixel_values, grid, bool_masked_pos=None, head_mask=None, output_attentions=False,
                  output_hidden_states=False, rngs=None) -> BaseModelOutputWithPooling:
         embedded = self.embeddings(pixel_values, grid, bool_masked_pos, rngs)
+        if self.pre_layernorm is not None:
+            embedded = self.pre_layernorm(embedded)
         sequence, hidden_states, attentions = self.encoder(embedded, head_mask, output_attentions, output_hidden_states, rngs)
         if self.layernorm is not None:
             sequence = self.layernorm(sequence)
-        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        if self.pooler is not None:
+            pooled = self.pooler(self.pool(sequence))
+        else:  # DINOv2, CLIP, SigLIP: the pooled token itself is the pooler output
+            pooled = self.pool(sequence) if self.add_pooling_layer and not self.config.pooler_dense else None
         return BaseModelOutputWithPooling(
             last_hidden_state=sequence,
             pooler_output=pooled,
@@ -598,13 +720,18 @@ class _ImageClassificationNetwork(nnx.Module):
     def __init__(self, config: ViTConfig, **kw: Any) -> None:
         self.config = config
         self.vit = _ViTNetwork(config, add_pooling_layer=config.classifier_input == "pooler", use_mask_token=False, **kw)
-        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
-        self.classifier = Dense(width, config.num_labels, **kw) if config.num_labels > 0 else None
+        self.classifier = Dense(classifier_width(config), config.num_labels, **kw) if config.num_labels > 0 else None
 
     def __call__(self, pixel_values, grid, labels=None, head_mask=None, output_attentions=False,
                  output_hidden_states=False, rngs=None) -> ImageClassifierOutput:
         outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
-        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        if self.config.classifier_input == "pooler":
+            features = outputs.pooler_output
+        elif self.config.classifier_input == "cls_and_mean":  # DINOv2: class token and mean of the patch tokens
+            sequence = outputs.last_hidden_state
+            features = jnp.concatenate([sequence[:, 0], sequence[:, self.config.num_prefix_tokens:].mean(axis=1)], axis=-1)
+        else:
+            features = self.vit.pool(outputs.last_hidden_state)
         logits = self.classifier(features) if self.classifier is not None else features
         loss = self.loss_from_labels(logits, labels) if labels is not None else None
         return ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
@@ -657,3 +784,175 @@ class FlaxViTForImageClassification(FlaxViTPreTrainedModel):
         return self._run(pixel_values, {"labels": labels, "head_mask": head_mask}, grid=grid, params=params,
                          dropout_rng=dropout_rng, train=train, output_attentions=output_attentions,
                          output_hidden_states=output_hidden_states, return_dict=return_dict)
+
+
+class _ImageEmbeddingsNetwork(nnx.Module):
+    """FlaxViTWithProjection's network: the encoder, pool, then the projection without bias."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=False, use_mask_token=False, **kw)
+        self.visual_projection = Dense(config.hidden_size, config.projection_dim, use_bias=False, **kw)
+
+    def __call__(self, pixel_values, grid, head_mask=None, output_attentions=False, output_hidden_states=False,
+                 rngs=None) -> ImageEmbeddingsOutput:
+        outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
+        image_embeds = self.visual_projection(self.vit.pool(outputs.last_hidden_state))
+        return ImageEmbeddingsOutput(image_embeds, outputs.last_hidden_state, outputs.hidden_states, outputs.attentions)
+
+
+class FlaxViTWithProjection(FlaxViTPreTrainedModel):
+    """ViT with a linear projection (no bias) of the pooled token into an embedding space, as CLIP's image tower.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, FlaxViTWithProjection
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, projection_dim=24)
+        >>> FlaxViTWithProjection(config)(np.zeros((1, 3, 32, 32), np.float32)).image_embeds.shape
+        (1, 24)
+    """
+
+    head = "projection"
+    hf_architecture = "ViTWithProjection"
+    network_class = _ImageEmbeddingsNetwork
+
+    def __init__(self, config: ViTConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        if config.projection_dim is None:
+            raise ConfigError(f"{type(self).__name__} needs `projection_dim` in the config (CLIP's projection_dim).")
+        super().__init__(config, dtype, param_dtype, seed)
+
+    def __call__(self, pixel_values, head_mask=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                 return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
+        pixel_values, grid, _, head_mask = self._check_inputs(pixel_values, None, head_mask, interpolate_pos_encoding)
+        return self._run(pixel_values, {"head_mask": head_mask}, grid=grid, params=params, dropout_rng=dropout_rng,
+                         train=train, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=return_dict)
+
+
+class _ImageClassificationWithTeacherNetwork(nnx.Module):
+    """FlaxViTForImageClassificationWithTeacher's network: the encoder, then DeiT's two heads."""
+
+    def __init__(self, config: ViTConfig, **kw: Any) -> None:
+        self.config = config
+        self.vit = _ViTNetwork(config, add_pooling_layer=False, use_mask_token=False, **kw)
+        self.cls_classifier = Dense(config.hidden_size, config.num_labels, **kw)
+        self.distillation_classifier = Dense(config.hidden_size, config.num_labels, **kw)
+
+    def __call__(self, pixel_values, grid, head_mask=None, output_attentions=False, output_hidden_states=False,
+                 rngs=None) -> ImageClassifierWithTeacherOutput:
+        outputs = self.vit(pixel_values, grid, None, head_mask, output_attentions, output_hidden_states, rngs)
+        sequence = outputs.last_hidden_state
+        cls_logits = self.cls_classifier(sequence[:, 0])
+        distillation_logits = self.distillation_classifier(sequence[:, 1])
+        return ImageClassifierWithTeacherOutput((cls_logits + distillation_logits) / 2, cls_logits, distillation_logits,
+                                                outputs.hidden_states, outputs.attentions)
+
+
+class FlaxViTForImageClassificationWithTeacher(FlaxViTPreTrainedModel):
+    """ViT with DeiT's two heads: one on the class token, one on the distillation token; `logits` is their mean.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, FlaxViTForImageClassificationWithTeacher
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=5, distillation_token=True)
+        >>> model = FlaxViTForImageClassificationWithTeacher(config)
+        >>> model(np.zeros((1, 3, 32, 32), np.float32)).distillation_logits.shape
+        (1, 5)
+    """
+
+    head = "distilled"
+    hf_architecture = "ViTForImageClassificationWithTeacher"
+    network_class = _ImageClassificationWithTeacherNetwork
+
+    def __init__(self, config: ViTConfig, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        if not config.distillation_token or config.num_labels == 0:
+            raise ConfigError(f"{type(self).__name__} needs distillation_token=True and num_labels > 0 in the config.")
+        super().__init__(config, dtype, param_dtype, seed)
+
+    def __call__(self, pixel_values, head_mask=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, interpolate_pos_encoding: bool | None = None,
+                 return_dict: bool | None = None, params: dict | None = None, dropout_rng=None, train: bool = False):
+        pixel_values, grid, _, head_mask = self._check_inputs(pixel_values, None, head_mask, interpolate_pos_encoding)
+        return self._run(pixel_values, {"head_mask": head_mask}, grid=grid, params=params, dropout_rng=dropout_rng,
+                         train=train, output_attentions=output_attentions,
+                         output_hidden_states=output_hidden_states, return_dict=return_dict)
+
+
+# ----------------------------------------------------------------------------------------- the ViT family
+# Each class fixes the family (checked against the config), the head and HF's architecture name; the network
+# is the ViT above, configured by the family's config.
+class FlaxCLIPVisionModel(FlaxViTModel):
+    """CLIP's image tower (HF's FlaxCLIPVisionModel): `pooler_output` is the normed class token."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModel"
+
+
+class FlaxCLIPVisionModelWithProjection(FlaxViTWithProjection):
+    """CLIP's image tower with its projection: `image_embeds` (HF has no Flax class for it)."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModelWithProjection"
+
+
+class FlaxSiglipVisionModel(FlaxViTModel):
+    """SigLIP's image tower: `pooler_output` is the attention pool of the normed tokens (HF has no Flax SigLIP)."""
+
+    families = ("siglip",)
+    hf_architecture = "SiglipVisionModel"
+
+
+class FlaxDinov2Model(FlaxViTModel):
+    """DINOv2 (HF's FlaxDinov2Model, with PyTorch's position-embedding resize): LayerScale, a mask token."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2Model"
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = True,
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, seed: int = 0) -> None:
+        super().__init__(config, add_pooling_layer, use_mask_token, dtype, param_dtype, seed)
+
+
+class FlaxDinov2ForImageClassification(FlaxViTForImageClassification):
+    """DINOv2 with HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2ForImageClassification"
+
+
+class FlaxDinov2WithRegistersModel(FlaxDinov2Model):
+    """DINOv2 with register tokens (HF has no Flax class for it)."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersModel"
+
+
+class FlaxDinov2WithRegistersForImageClassification(FlaxViTForImageClassification):
+    """DINOv2 with registers and HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersForImageClassification"
+
+
+class FlaxDeiTModel(FlaxViTModel):
+    """DeiT: class and distillation tokens, a dense pooler (HF has no Flax DeiT)."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTModel"
+
+
+class FlaxDeiTForImageClassification(FlaxViTForImageClassification):
+    """DeiT with a linear head on the class token."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassification"
+
+
+class FlaxDeiTForImageClassificationWithTeacher(FlaxViTForImageClassificationWithTeacher):
+    """DeiT with the class-token and distillation-token heads."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassificationWithTeacher"

@@ -15,14 +15,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import ViTConfig
+from ..config import ViTConfig, check_model_family
+from ..errors import ConfigError
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
 from ..outputs import (
     BaseModelOutputWithPooling,
     ImageClassifierOutput,
+    ImageClassifierWithTeacherOutput,
+    ImageEmbeddingsOutput,
     MaskedImageModelingOutput,
     ModelOutput,
 )
+from ..params import classifier_width
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
@@ -57,10 +61,11 @@ ACTIVATIONS = {
 }
 
 
-def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+def resize_positions(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     method: str = "bicubic") -> torch.Tensor:
     """Bicubic resize of a (1, H*W, D) grid as torch's `interpolate` does, via the shared matrices."""
-    mh = torch.tensor(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype, device=pos.device)
-    mw = torch.tensor(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype, device=pos.device)
+    mh = torch.tensor(resize_matrix(old_grid[0], new_grid[0], method), dtype=pos.dtype, device=pos.device)
+    mw = torch.tensor(resize_matrix(old_grid[1], new_grid[1], method), dtype=pos.dtype, device=pos.device)
     grid = pos.reshape(old_grid[0], old_grid[1], -1)
     grid = torch.einsum("ah,hwd->awd", mh, grid)
     grid = torch.einsum("bw,awd->abd", mw, grid)
@@ -72,31 +77,39 @@ class ViTPatchEmbeddings(nn.Module):
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
-        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_hw, stride=config.patch_hw)
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_hw, stride=config.patch_hw,
+                                    bias=config.patch_embedding_bias)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
 
 
 class ViTEmbeddings(nn.Module):
-    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+    """Patch embeddings, the optional mask token, the prefix tokens and the position embeddings.
+
+    The sequence is [class, distillation, registers, patches]. Position embeddings cover the class and
+    distillation tokens (not with `no_embed_class`) and the patches, never the registers (DINOv2's layout).
+    """
 
     def __init__(self, config: ViTConfig, use_mask_token: bool = False) -> None:
         super().__init__()
         self.config = config
         d = config.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if config.class_token else None
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, d)) if config.distillation_token else None
+        self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, d)) if config.num_register_tokens else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d)) if use_mask_token else None
         self.patch_embeddings = ViTPatchEmbeddings(config)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + config.num_prefix_tokens, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_positions, d))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embeddings for a patch grid, bicubic-resized (HF's numbers) when it is not the config's."""
+        """Position embeddings for a patch grid, resized (HF's numbers) when it is not the config's."""
         if grid == self.config.grid_hw:
             return self.position_embeddings
-        prefix = self.config.num_prefix_tokens
-        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid)
+        prefix = self.config.num_position_prefix_tokens
+        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid,
+                                   self.config.position_interpolation)
         return torch.cat([self.position_embeddings[:, :prefix], patches], dim=1)
 
     def forward(self, pixel_values: torch.Tensor, grid: tuple[int, int],
@@ -105,9 +118,19 @@ class ViTEmbeddings(nn.Module):
         if bool_masked_pos is not None:
             mask = bool_masked_pos.unsqueeze(-1).type_as(embeddings)
             embeddings = embeddings * (1.0 - mask) + self.mask_token.expand_as(embeddings) * mask
-        if self.cls_token is not None:
-            embeddings = torch.cat([self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings], dim=1)
-        return self.dropout(embeddings + self.interpolate_pos_encoding(grid))
+        batch = embeddings.shape[0]
+        tokens = [t.expand(batch, -1, -1) for t in (self.cls_token, self.distillation_token) if t is not None]
+        positions = self.interpolate_pos_encoding(grid)
+        if self.config.no_embed_class:
+            embeddings = torch.cat([*tokens, embeddings + positions], dim=1)
+        else:
+            embeddings = torch.cat([*tokens, embeddings], dim=1) + positions
+        if self.register_tokens is not None:
+            # Registers go after the class and distillation tokens, without position embeddings.
+            split = len(tokens)
+            registers = self.register_tokens.expand(batch, -1, -1)
+            embeddings = torch.cat([embeddings[:, :split], registers, embeddings[:, split:]], dim=1)
+        return self.dropout(embeddings)
 
 
 class ViTSelfAttention(nn.Module):
@@ -190,26 +213,68 @@ class ViTOutput(nn.Module):
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.dense(hidden_states)) + residual
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        out = self.dropout(self.dense(hidden_states))
+        return out if residual is None else out + residual
+
+
+class ViTSwiGLU(nn.Module):
+    """SwiGLU MLP (DINOv2-g): silu(gate) * value from one fused projection, then back to hidden_size."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.weights_in = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.weights_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        gate, value = self.weights_in(hidden_states).chunk(2, dim=-1)
+        out = self.dropout(self.weights_out(F.silu(gate) * value))
+        return out if residual is None else out + residual
+
+
+class ViTLayerScale(nn.Module):
+    """LayerScale (CaiT, DINOv2): a learned per-channel factor on a residual branch."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((config.hidden_size,), float(config.layer_scale_init_value)))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.lambda1
 
 
 class ViTLayer(nn.Module):
-    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); LayerScale on each branch if set."""
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.attention = ViTAttention(config)
-        self.intermediate = ViTIntermediate(config)
-        self.output = ViTOutput(config)
+        if config.use_swiglu_ffn:
+            self.mlp = ViTSwiGLU(config)
+        else:
+            self.intermediate = ViTIntermediate(config)
+            self.output = ViTOutput(config)
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        use_scale = config.layer_scale_init_value is not None
+        self.layer_scale1 = ViTLayerScale(config) if use_scale else None
+        self.layer_scale2 = ViTLayerScale(config) if use_scale else None
+
+    def feed_forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The MLP (or SwiGLU) branch, plus the residual when one is given."""
+        if hasattr(self, "mlp"):
+            return self.mlp(hidden_states, residual)
+        return self.output(self.intermediate(hidden_states), residual)
 
     def forward(self, hidden_states: torch.Tensor, head_mask: torch.Tensor | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask, output_attentions)
-        hidden_states = attended + hidden_states
-        return self.output(self.intermediate(self.layernorm_after(hidden_states)), hidden_states), probs
+        if self.layer_scale1 is None:
+            hidden_states = attended + hidden_states
+            return self.feed_forward(self.layernorm_after(hidden_states), hidden_states), probs
+        hidden_states = self.layer_scale1(attended) + hidden_states
+        return self.layer_scale2(self.feed_forward(self.layernorm_after(hidden_states), None)) + hidden_states, probs
 
 
 class ViTEncoder(nn.Module):
@@ -248,6 +313,43 @@ class ViTPooler(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(pooled))
+
+
+class ViTAttentionPoolingHead(nn.Module):
+    """Attention pooling (MAP, SigLIP's head): a learned probe attends to the tokens, then a residual MLP.
+
+    The attention is `nn.MultiheadAttention`'s: one head split of query/key/value with biases and an output
+    projection; the MLP uses the config's activation and width.
+    """
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.probe = nn.Parameter(torch.zeros(1, 1, d))
+        self.attention = nn.Module()
+        self.attention.query = nn.Linear(d, d)
+        self.attention.key = nn.Linear(d, d)
+        self.attention.value = nn.Linear(d, d)
+        self.attention.out_proj = nn.Linear(d, d)
+        self.layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.mlp = nn.Module()
+        self.mlp.fc1 = nn.Linear(d, config.intermediate_size)
+        self.mlp.fc2 = nn.Linear(config.intermediate_size, d)
+        self.activation = ACTIVATIONS[config.hidden_act]()
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        batch = sequence.shape[0]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+        q = heads(self.attention.query(self.probe.expand(batch, -1, -1)))
+        k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
+        probs = (torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)).softmax(dim=-1)
+        pooled = self.attention.out_proj(torch.matmul(probs, v).transpose(1, 2).flatten(2))
+        pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
+        return pooled[:, 0]
 
 
 class PixelShuffle(nn.Module):
@@ -298,6 +400,7 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
         if attn_implementation is not None:
             config = config.copy(attn_implementation=attn_implementation)
+        check_model_family(type(self), config)
         self.config = config
         self._torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) and torch_dtype != "auto" else torch_dtype
 
@@ -383,7 +486,8 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
         """
         if not isinstance(pixel_values, torch.Tensor):
             pixel_values = torch.as_tensor(np.asarray(pixel_values))
-        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        interpolate = bool(interpolate_pos_encoding) or self.config.always_interpolate_pos_encoding
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, interpolate)
         if not torch.is_floating_point(pixel_values):
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype}; use ViTImageProcessor.")
         # On an accelerator this check would force a device-to-host sync on every call; on the CPU it is free.
@@ -424,10 +528,13 @@ class ViTModel(ViTPreTrainedModel):
         self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
         config = self.config
         self.embeddings = ViTEmbeddings(config, use_mask_token)
+        # CLIP norms the embeddings before the blocks.
+        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layernorm else None
         self.encoder = ViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if not config.use_fc_norm else None
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.use_fc_norm else None
-        self.pooler = ViTPooler(config) if add_pooling_layer else None
+        self.map_head = ViTAttentionPoolingHead(config) if config.pooling == "map" else None
+        self.pooler = ViTPooler(config) if add_pooling_layer and config.pooler_dense else None
         self.post_init()
 
     def get_input_embeddings(self) -> ViTPatchEmbeddings:
@@ -439,10 +546,13 @@ class ViTModel(ViTPreTrainedModel):
         return self(pixel_values, bool_masked_pos, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
 
     def pool(self, sequence: torch.Tensor) -> torch.Tensor:
-        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        """The class token, the mean of the patch tokens or the attention pool; then fc_norm (timm, CLIP)."""
         if self.config.pooling == "cls":
-            return sequence[:, 0]
-        pooled = sequence[:, self.config.num_prefix_tokens:].mean(dim=1)
+            pooled = sequence[:, 0]
+        elif self.config.pooling == "map":
+            pooled = self.map_head(sequence)
+        else:
+            pooled = sequence[:, self.config.num_prefix_tokens:].mean(dim=1)
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
     def forward(
@@ -464,12 +574,17 @@ class ViTModel(ViTPreTrainedModel):
         if bool_masked_pos is not None and self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
         embedded = self.embeddings(pixel_values, grid, bool_masked_pos)
+        if self.pre_layernorm is not None:
+            embedded = self.pre_layernorm(embedded)
         sequence, hidden_states, attentions = self.encoder(
             embedded, head_mask, bool(output_attentions), bool(output_hidden_states)
         )
         if self.layernorm is not None:
             sequence = self.layernorm(sequence)
-        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        if self.pooler is not None:
+            pooled = self.pooler(self.pool(sequence))
+        else:  # DINOv2, CLIP, SigLIP: the pooled token itself is the pooler output
+            pooled = self.pool(sequence) if self.add_pooling_layer and not self.config.pooler_dense else None
         output = BaseModelOutputWithPooling(
             last_hidden_state=sequence,
             pooler_output=pooled,
@@ -567,12 +682,18 @@ class ViTForImageClassification(ViTPreTrainedModel):
         self.num_labels = config.num_labels
         with skip_init():
             self.vit = ViTModel(config, add_pooling_layer=config.classifier_input == "pooler")
-        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        width = classifier_width(config)
         self.classifier = nn.Linear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward_head(self, outputs: BaseModelOutputWithPooling) -> torch.Tensor:
-        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        if self.config.classifier_input == "pooler":
+            features = outputs.pooler_output
+        elif self.config.classifier_input == "cls_and_mean":  # DINOv2: class token and mean of the patch tokens
+            sequence = outputs.last_hidden_state
+            features = torch.cat([sequence[:, 0], sequence[:, self.config.num_prefix_tokens:].mean(dim=1)], dim=-1)
+        else:
+            features = self.vit.pool(outputs.last_hidden_state)
         return self.classifier(features)
 
     def forward(
@@ -606,3 +727,174 @@ class ViTForImageClassification(ViTPreTrainedModel):
         if problem == "single_label_classification":
             return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).long())
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class ViTWithProjection(ViTPreTrainedModel):
+    """ViT with a linear projection (no bias) of the pooled token into an embedding space, as CLIP's image tower.
+
+    Example:
+        >>> import torch
+        >>> from vit import ViTConfig, ViTWithProjection
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, projection_dim=24)
+        >>> ViTWithProjection(config).eval()(torch.zeros(1, 3, 32, 32)).image_embeds.shape
+        torch.Size([1, 24])
+    """
+
+    head = "projection"
+    hf_architecture = "ViTWithProjection"
+
+    def __init__(self, config: ViTConfig, torch_dtype: torch.dtype | str | None = None,
+                 attn_implementation: str | None = None) -> None:
+        super().__init__(config, torch_dtype, attn_implementation)
+        config = self.config
+        if config.projection_dim is None:
+            raise ConfigError(f"{type(self).__name__} needs `projection_dim` in the config (CLIP's projection_dim).")
+        with skip_init():
+            self.vit = ViTModel(config, add_pooling_layer=False)
+        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
+                           interpolate_pos_encoding, return_dict=True)
+        image_embeds = self.visual_projection(self.vit.pool(outputs.last_hidden_state))
+        output = ImageEmbeddingsOutput(image_embeds, outputs.last_hidden_state, outputs.hidden_states, outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+class ViTForImageClassificationWithTeacher(ViTPreTrainedModel):
+    """ViT with DeiT's two heads: one on the class token, one on the distillation token; `logits` is their mean.
+
+    Example:
+        >>> import torch
+        >>> from vit import ViTConfig, ViTForImageClassificationWithTeacher
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=5, distillation_token=True)
+        >>> ViTForImageClassificationWithTeacher(config).eval()(torch.zeros(1, 3, 32, 32)).distillation_logits.shape
+        torch.Size([1, 5])
+    """
+
+    head = "distilled"
+    hf_architecture = "ViTForImageClassificationWithTeacher"
+
+    def __init__(self, config: ViTConfig, torch_dtype: torch.dtype | str | None = None,
+                 attn_implementation: str | None = None) -> None:
+        super().__init__(config, torch_dtype, attn_implementation)
+        config = self.config
+        if not config.distillation_token or config.num_labels == 0:
+            raise ConfigError(f"{type(self).__name__} needs distillation_token=True and num_labels > 0 in the config.")
+        with skip_init():
+            self.vit = ViTModel(config, add_pooling_layer=False)
+        self.cls_classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.distillation_classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        outputs = self.vit(pixel_values, None, head_mask, output_attentions, output_hidden_states,
+                           interpolate_pos_encoding, return_dict=True)
+        sequence = outputs.last_hidden_state
+        cls_logits = self.cls_classifier(sequence[:, 0])
+        distillation_logits = self.distillation_classifier(sequence[:, 1])
+        output = ImageClassifierWithTeacherOutput((cls_logits + distillation_logits) / 2, cls_logits,
+                                                  distillation_logits, outputs.hidden_states, outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------- the ViT family
+# Each class fixes the family (checked against the config), the head and HF's architecture name; the network
+# is the ViT above, configured by the family's config.
+class CLIPVisionModel(ViTModel):
+    """CLIP's image tower (HF's CLIPVisionModel): `pooler_output` is the normed class token."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModel"
+
+
+class CLIPVisionModelWithProjection(ViTWithProjection):
+    """CLIP's image tower with its projection: `image_embeds` (HF's CLIPVisionModelWithProjection)."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModelWithProjection"
+
+
+class SiglipVisionModel(ViTModel):
+    """SigLIP's image tower: `pooler_output` is the attention pool of the normed tokens (HF's SiglipVisionModel)."""
+
+    families = ("siglip",)
+    hf_architecture = "SiglipVisionModel"
+
+
+class Dinov2Model(ViTModel):
+    """DINOv2 (HF's Dinov2Model): LayerScale, a mask token, position embeddings resized to any input."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2Model"
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = True,
+                 torch_dtype: torch.dtype | str | None = None, attn_implementation: str | None = None) -> None:
+        super().__init__(config, add_pooling_layer, use_mask_token, torch_dtype, attn_implementation)
+
+
+class Dinov2ForImageClassification(ViTForImageClassification):
+    """DINOv2 with HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2ForImageClassification"
+
+
+class Dinov2WithRegistersModel(Dinov2Model):
+    """DINOv2 with register tokens (HF's Dinov2WithRegistersModel)."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersModel"
+
+
+class Dinov2WithRegistersForImageClassification(ViTForImageClassification):
+    """DINOv2 with registers and HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersForImageClassification"
+
+
+class DeiTModel(ViTModel):
+    """DeiT (HF's DeiTModel): class and distillation tokens, a dense pooler."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTModel"
+
+
+class DeiTForImageClassification(ViTForImageClassification):
+    """DeiT with a linear head on the class token (HF's DeiTForImageClassification)."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassification"
+
+
+class DeiTForImageClassificationWithTeacher(ViTForImageClassificationWithTeacher):
+    """DeiT with the class-token and distillation-token heads (HF's DeiTForImageClassificationWithTeacher)."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassificationWithTeacher"

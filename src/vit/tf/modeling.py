@@ -17,10 +17,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import ViTConfig
+from ..config import ViTConfig, check_model_family
+from ..errors import ConfigError
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
-from ..outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
-from ..params import from_layout, layout_name, to_layout
+from ..outputs import (
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    ImageClassifierWithTeacherOutput,
+    ImageEmbeddingsOutput,
+    MaskedImageModelingOutput,
+)
+from ..params import classifier_width, from_layout, layout_name, to_layout
 from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
@@ -36,10 +43,11 @@ ACTIVATIONS = {
 }
 
 
-def resize_positions(pos: tf.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> tf.Tensor:
+def resize_positions(pos: tf.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
+                     method: str = "bicubic") -> tf.Tensor:
     """Bicubic resize of a (1, H*W, D) grid with torch's numbers, via the shared matrices."""
-    mh = tf.constant(resize_matrix(old_grid[0], new_grid[0]), dtype=pos.dtype)
-    mw = tf.constant(resize_matrix(old_grid[1], new_grid[1]), dtype=pos.dtype)
+    mh = tf.constant(resize_matrix(old_grid[0], new_grid[0], method), dtype=pos.dtype)
+    mw = tf.constant(resize_matrix(old_grid[1], new_grid[1], method), dtype=pos.dtype)
     grid = tf.reshape(pos, (old_grid[0], old_grid[1], -1))
     grid = tf.einsum("ah,hwd->awd", mh, grid)
     grid = tf.einsum("bw,awd->abd", mw, grid)
@@ -84,7 +92,8 @@ class TFViTPatchEmbeddings(keras.layers.Layer):
         super().__init__(**kwargs)
         self.patch_hw, self.num_channels = config.patch_hw, config.num_channels
         ph, pw = config.patch_hw
-        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, name="projection")
+        self.projection = _ConvProjection(ph, pw, config.num_channels, config.hidden_size, config.patch_embedding_bias,
+                                          name="projection")
         self.built = True
 
     def call(self, pixel_values: tf.Tensor) -> tf.Tensor:
@@ -100,39 +109,50 @@ class TFViTPatchEmbeddings(keras.layers.Layer):
 class _ConvProjection(keras.layers.Layer):
     """The patch projection's kernel (ph, pw, C, D), applied to flattened patches as a matmul."""
 
-    def __init__(self, ph: int, pw: int, channels: int, hidden: int, **kwargs: Any) -> None:
+    def __init__(self, ph: int, pw: int, channels: int, hidden: int, use_bias: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kernel = self.add_weight(shape=(ph, pw, channels, hidden), initializer="zeros", name="kernel")
-        self.bias = self.add_weight(shape=(hidden,), initializer="zeros", name="bias")
+        self.bias = self.add_weight(shape=(hidden,), initializer="zeros", name="bias") if use_bias else None
         self.built = True
 
     def call(self, patches: tf.Tensor) -> tf.Tensor:
         kernel = tf.reshape(self.kernel, (-1, self.kernel.shape[-1]))
-        return tf.matmul(patches, kernel) + self.bias
+        projected = tf.matmul(patches, kernel)
+        return projected + self.bias if self.bias is not None else projected
 
 
 class TFViTEmbeddings(keras.layers.Layer):
-    """Patch embeddings, the optional mask token, the class token and the position embeddings."""
+    """Patch embeddings, the optional mask token, the prefix tokens and the position embeddings.
+
+    The sequence is [class, distillation, registers, patches]. Position embeddings cover the class and
+    distillation tokens (not with `no_embed_class`) and the patches, never the registers (DINOv2's layout).
+    """
 
     def __init__(self, config: ViTConfig, use_mask_token: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
         d = config.hidden_size
-        self.cls_token = self.add_weight(shape=(1, 1, d), initializer="zeros", name="cls_token") if config.class_token else None
-        self.mask_token = self.add_weight(shape=(1, 1, d), initializer="zeros", name="mask_token") if use_mask_token else None
+
+        def token(name: str, count: int, wanted: bool):
+            return self.add_weight(shape=(1, count, d), initializer="zeros", name=name) if wanted else None
+
+        self.cls_token = token("cls_token", 1, config.class_token)
+        self.distillation_token = token("distillation_token", 1, config.distillation_token)
+        self.register_tokens = token("register_tokens", config.num_register_tokens, config.num_register_tokens > 0)
+        self.mask_token = token("mask_token", 1, use_mask_token)
         self.patch_embeddings = TFViTPatchEmbeddings(config, name="patch_embeddings")
-        self.position_embeddings = self.add_weight(
-            shape=(1, config.num_patches + config.num_prefix_tokens, d), initializer="zeros", name="position_embeddings"
-        )
+        self.position_embeddings = self.add_weight(shape=(1, config.num_positions, d), initializer="zeros",
+                                                   name="position_embeddings")
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True
 
     def interpolate_pos_encoding(self, grid: tuple[int, int]) -> tf.Tensor:
-        """Position embeddings for a patch grid, bicubic-resized (HF PyTorch's numbers) when needed."""
+        """Position embeddings for a patch grid, resized (HF PyTorch's numbers) when needed."""
         if grid == self.config.grid_hw:
             return self.position_embeddings
-        prefix = self.config.num_prefix_tokens
-        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid)
+        prefix = self.config.num_position_prefix_tokens
+        patches = resize_positions(self.position_embeddings[:, prefix:], self.config.grid_hw, grid,
+                                   self.config.position_interpolation)
         return tf.concat([self.position_embeddings[:, :prefix], patches], axis=1)
 
     def call(self, pixel_values: tf.Tensor, grid: tuple[int, int], bool_masked_pos: tf.Tensor | None = None,
@@ -141,10 +161,19 @@ class TFViTEmbeddings(keras.layers.Layer):
         if bool_masked_pos is not None:
             mask = tf.cast(bool_masked_pos, embeddings.dtype)[:, :, None]
             embeddings = embeddings * (1.0 - mask) + tf.cast(self.mask_token, embeddings.dtype) * mask
-        if self.cls_token is not None:
-            cls = tf.tile(tf.cast(self.cls_token, embeddings.dtype), (tf.shape(embeddings)[0], 1, 1))
-            embeddings = tf.concat([cls, embeddings], axis=1)
-        embeddings = embeddings + tf.cast(self.interpolate_pos_encoding(grid), embeddings.dtype)
+        batch = tf.shape(embeddings)[0]
+        tokens = [tf.tile(tf.cast(t, embeddings.dtype), (batch, 1, 1))
+                  for t in (self.cls_token, self.distillation_token) if t is not None]
+        positions = tf.cast(self.interpolate_pos_encoding(grid), embeddings.dtype)
+        if self.config.no_embed_class:
+            embeddings = tf.concat([*tokens, embeddings + positions], axis=1)
+        else:
+            embeddings = tf.concat([*tokens, embeddings], axis=1) + positions
+        if self.register_tokens is not None:
+            # Registers go after the class and distillation tokens, without position embeddings.
+            split = len(tokens)
+            registers = tf.tile(tf.cast(self.register_tokens, embeddings.dtype), (batch, 1, 1))
+            embeddings = tf.concat([embeddings[:, :split], registers, embeddings[:, split:]], axis=1)
         return self.dropout(embeddings, training=training)
 
 
@@ -231,29 +260,73 @@ class TFViTOutput(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
         self.built = True
 
-    def call(self, hidden_states: tf.Tensor, residual: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.dropout(self.dense(hidden_states), training=training) + residual
+    def call(self, hidden_states: tf.Tensor, residual: tf.Tensor | None, training: bool = False) -> tf.Tensor:
+        out = self.dropout(self.dense(hidden_states), training=training)
+        return out if residual is None else out + residual
+
+
+class TFViTSwiGLU(keras.layers.Layer):
+    """SwiGLU MLP (DINOv2-g): silu(gate) * value from one fused projection, then back to hidden_size."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weights_in = Dense(config.hidden_size, 2 * config.intermediate_size, name="weights_in")
+        self.weights_out = Dense(config.intermediate_size, config.hidden_size, name="weights_out")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob)
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor, residual: tf.Tensor | None, training: bool = False) -> tf.Tensor:
+        gate, value = tf.split(self.weights_in(hidden_states), 2, axis=-1)
+        out = self.dropout(self.weights_out(tf.nn.silu(gate) * value), training=training)
+        return out if residual is None else out + residual
+
+
+class TFViTLayerScale(keras.layers.Layer):
+    """LayerScale (CaiT, DINOv2): a learned per-channel factor on a residual branch."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lambda1 = self.add_weight(shape=(config.hidden_size,), initializer="ones", name="lambda1")
+        self.built = True
+
+    def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
+        return hidden_states * tf.cast(self.lambda1, hidden_states.dtype)
 
 
 class TFViTLayer(keras.layers.Layer):
-    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); LayerScale on each branch if set."""
 
     def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.attention = TFViTAttention(config, name="attention")
-        self.intermediate = TFViTIntermediate(config, name="intermediate")
-        self.vit_output = TFViTOutput(config, name="output")
+        if config.use_swiglu_ffn:
+            self.mlp = TFViTSwiGLU(config, name="mlp")
+        else:
+            self.intermediate = TFViTIntermediate(config, name="intermediate")
+            self.vit_output = TFViTOutput(config, name="output")
         self.layernorm_before = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm_before")
         self.layernorm_after = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm_after")
+        use_scale = config.layer_scale_init_value is not None
+        self.layer_scale1 = TFViTLayerScale(config, name="layer_scale1") if use_scale else None
+        self.layer_scale2 = TFViTLayerScale(config, name="layer_scale2") if use_scale else None
         self.built = True
+
+    def feed_forward(self, hidden_states: tf.Tensor, residual: tf.Tensor | None, training: bool = False) -> tf.Tensor:
+        """The MLP (or SwiGLU) branch, plus the residual when one is given."""
+        if hasattr(self, "mlp"):
+            return self.mlp(hidden_states, residual=residual, training=training)
+        return self.vit_output(self.intermediate(hidden_states), residual=residual, training=training)
 
     def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
              training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
         attended, probs = self.attention(self.layernorm_before(hidden_states), head_mask=head_mask,
                                          output_attentions=output_attentions, training=training)
-        hidden_states = attended + hidden_states
-        mlp = self.intermediate(self.layernorm_after(hidden_states))
-        return self.vit_output(mlp, residual=hidden_states, training=training), probs
+        if self.layer_scale1 is None:
+            hidden_states = attended + hidden_states
+            return self.feed_forward(self.layernorm_after(hidden_states), hidden_states, training), probs
+        hidden_states = self.layer_scale1(attended) + hidden_states
+        branch = self.feed_forward(self.layernorm_after(hidden_states), None, training)
+        return self.layer_scale2(branch) + hidden_states, probs
 
 
 class TFViTEncoder(keras.layers.Layer):
@@ -302,6 +375,45 @@ class TFViTPooler(keras.layers.Layer):
 
     def call(self, pooled: tf.Tensor) -> tf.Tensor:
         return self.activation(self.dense(pooled))
+
+
+class _Projections(keras.layers.Layer):
+    """A named group of Dense layers (the MAP head's `attention` and `mlp`), so their paths are HF-like."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, (n_in, n_out) in shapes.items():
+            setattr(self, name, Dense(n_in, n_out, name=name))
+        self.built = True
+
+
+class TFViTAttentionPoolingHead(keras.layers.Layer):
+    """Attention pooling (MAP, SigLIP's head): a learned probe attends to the tokens, then a residual MLP."""
+
+    def __init__(self, config: ViTConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        d, mlp = config.hidden_size, config.intermediate_size
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.probe = self.add_weight(shape=(1, 1, d), initializer="zeros", name="probe")
+        self.attention = _Projections({"query": (d, d), "key": (d, d), "value": (d, d), "out_proj": (d, d)},
+                                      name="attention")
+        self.layernorm = LayerNorm(d, config.layer_norm_eps, name="layernorm")
+        self.mlp = _Projections({"fc1": (d, mlp), "fc2": (mlp, d)}, name="mlp")
+        self.activation = ACTIVATIONS[config.hidden_act]
+        self.built = True
+
+    def call(self, sequence: tf.Tensor) -> tf.Tensor:
+        def heads(x: tf.Tensor) -> tf.Tensor:
+            return tf.reshape(x, (tf.shape(x)[0], -1, self.num_heads, self.head_dim))
+
+        probe = tf.tile(tf.cast(self.probe, sequence.dtype), (tf.shape(sequence)[0], 1, 1))
+        q = heads(self.attention.query(probe))
+        k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
+        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        context = tf.einsum("bhqk,bkhd->bqhd", tf.nn.softmax(scores, axis=-1), v)
+        pooled = self.attention.out_proj(tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)))
+        pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
+        return pooled[:, 0]
 
 
 class PixelShuffle(keras.layers.Layer):
@@ -365,6 +477,7 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
     def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
         if not isinstance(config, ViTConfig):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
+        check_model_family(type(self), config)
         super().__init__(dtype=dtype, **kwargs)
         self.config = config
         # Created here, not in train_step: under tf.distribute, variables must not be born inside a replica.
@@ -435,7 +548,8 @@ class TFViTPreTrainedModel(PretrainedMixin, keras.Model):
         Returns (pixel_values, grid, bool_masked_pos, head_mask), as in the PyTorch and Flax twins.
         """
         pixel_values = tf.convert_to_tensor(pixel_values)
-        grid = check_pixel_values(tuple(pixel_values.shape), self.config, bool(interpolate_pos_encoding))
+        interpolate = bool(interpolate_pos_encoding) or self.config.always_interpolate_pos_encoding
+        grid = check_pixel_values(tuple(pixel_values.shape), self.config, interpolate)
         if not pixel_values.dtype.is_floating:
             raise ValueError(f"pixel_values must be floating point, got {pixel_values.dtype.name}; use ViTImageProcessor.")
         # Only eager values can be checked; on an accelerator the check would force a device-to-host sync.
@@ -556,10 +670,13 @@ class TFViTModel(TFViTPreTrainedModel):
         super().__init__(config, dtype=dtype, **kwargs)
         self.add_pooling_layer, self.use_mask_token = add_pooling_layer, use_mask_token
         self.embeddings = TFViTEmbeddings(config, use_mask_token, name="embeddings")
+        # CLIP norms the embeddings before the blocks.
+        self.pre_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, name="pre_layernorm") if config.pre_layernorm else None
         self.encoder = TFViTEncoder(config, name="encoder")
         self.layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps, name="layernorm") if not config.use_fc_norm else None
         self.fc_norm = LayerNorm(config.hidden_size, config.layer_norm_eps, name="fc_norm") if config.use_fc_norm else None
-        self.pooler = TFViTPooler(config, name="pooler") if add_pooling_layer else None
+        self.map_head = TFViTAttentionPoolingHead(config, name="map_head") if config.pooling == "map" else None
+        self.pooler = TFViTPooler(config, name="pooler") if add_pooling_layer and config.pooler_dense else None
         self.post_init()
 
     def get_input_embeddings(self) -> TFViTPatchEmbeddings:
@@ -571,10 +688,13 @@ class TFViTModel(TFViTPreTrainedModel):
                     interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state
 
     def pool(self, sequence: tf.Tensor) -> tf.Tensor:
-        """The class token, or the mean of the patch tokens (then fc_norm, as timm does)."""
+        """The class token, the mean of the patch tokens or the attention pool; then fc_norm (timm, CLIP)."""
         if self.config.pooling == "cls":
-            return sequence[:, 0]
-        pooled = tf.reduce_mean(sequence[:, self.config.num_prefix_tokens:], axis=1)
+            pooled = sequence[:, 0]
+        elif self.config.pooling == "map":
+            pooled = self.map_head(sequence)
+        else:
+            pooled = tf.reduce_mean(sequence[:, self.config.num_prefix_tokens:], axis=1)
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
     def call(
@@ -597,13 +717,18 @@ class TFViTModel(TFViTPreTrainedModel):
         if bool_masked_pos is not None and self.embeddings.mask_token is None:
             raise ValueError("bool_masked_pos needs a mask token; build the model with use_mask_token=True.")
         embedded = self.embeddings(pixel_values, grid=grid, bool_masked_pos=bool_masked_pos, training=training)
+        if self.pre_layernorm is not None:
+            embedded = self.pre_layernorm(embedded)
         sequence, hidden_states, attentions = self.encoder(
             embedded, head_mask=head_mask, output_attentions=bool(output_attentions),
             output_hidden_states=bool(output_hidden_states), training=training,
         )
         if self.layernorm is not None:
             sequence = self.layernorm(sequence)
-        pooled = self.pooler(self.pool(sequence)) if self.pooler is not None else None
+        if self.pooler is not None:
+            pooled = self.pooler(self.pool(sequence))
+        else:  # DINOv2, CLIP, SigLIP: the pooled token itself is the pooler output
+            pooled = self.pool(sequence) if self.add_pooling_layer and not self.config.pooler_dense else None
         output = BaseModelOutputWithPooling(
             last_hidden_state=sequence,
             pooler_output=pooled,
@@ -694,12 +819,19 @@ class TFViTForImageClassification(TFViTPreTrainedModel):
         self.num_labels = config.num_labels
         with skip_init():
             self.vit = TFViTModel(config, add_pooling_layer=config.classifier_input == "pooler", dtype=dtype, name="vit")
-        width = config.pooler_output_size if config.classifier_input == "pooler" else config.hidden_size
+        width = classifier_width(config)
         self.classifier = Dense(width, config.num_labels, name="classifier") if config.num_labels > 0 else None
         self.post_init()
 
     def forward_head(self, outputs: BaseModelOutputWithPooling) -> tf.Tensor:
-        features = outputs.pooler_output if self.config.classifier_input == "pooler" else self.vit.pool(outputs.last_hidden_state)
+        if self.config.classifier_input == "pooler":
+            features = outputs.pooler_output
+        elif self.config.classifier_input == "cls_and_mean":  # DINOv2: class token and mean of the patch tokens
+            sequence = outputs.last_hidden_state
+            features = tf.concat([sequence[:, 0], tf.reduce_mean(sequence[:, self.config.num_prefix_tokens:], axis=1)],
+                                 axis=-1)
+        else:
+            features = self.vit.pool(outputs.last_hidden_state)
         return self.classifier(features) if self.classifier is not None else features
 
     def call(
@@ -738,3 +870,175 @@ class TFViTForImageClassification(TFViTPreTrainedModel):
             flat = tf.reshape(tf.cast(labels, tf.int32), (-1,))
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(flat, tf.reshape(logits, (-1, self.num_labels))))
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, logits.dtype), logits))
+
+
+class TFViTWithProjection(TFViTPreTrainedModel):
+    """ViT with a linear projection (no bias) of the pooled token into an embedding space, as CLIP's image tower.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, TFViTWithProjection
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, projection_dim=24)
+        >>> TFViTWithProjection(config)(np.zeros((1, 3, 32, 32), np.float32)).image_embeds.shape
+        TensorShape([1, 24])
+    """
+
+    head = "projection"
+    hf_architecture = "ViTWithProjection"
+
+    def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, dtype=dtype, **kwargs)
+        if config.projection_dim is None:
+            raise ConfigError(f"{type(self).__name__} needs `projection_dim` in the config (CLIP's projection_dim).")
+        with skip_init():
+            self.vit = TFViTModel(config, add_pooling_layer=False, dtype=dtype, name="vit")
+        self.visual_projection = Dense(config.hidden_size, config.projection_dim, use_bias=False, name="visual_projection")
+        self.post_init()
+
+    def call(
+        self,
+        pixel_values,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        outputs = self.vit(pixel_values, head_mask=head_mask, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+                           return_dict=True, training=training)
+        image_embeds = self.visual_projection(self.vit.pool(outputs.last_hidden_state))
+        output = ImageEmbeddingsOutput(image_embeds, outputs.last_hidden_state, outputs.hidden_states, outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+class TFViTForImageClassificationWithTeacher(TFViTPreTrainedModel):
+    """ViT with DeiT's two heads: one on the class token, one on the distillation token; `logits` is their mean.
+
+    Example:
+        >>> import numpy as np
+        >>> from vit import ViTConfig, TFViTForImageClassificationWithTeacher
+        >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+        ...                    num_attention_heads=4, intermediate_size=64, num_labels=5, distillation_token=True)
+        >>> model = TFViTForImageClassificationWithTeacher(config)
+        >>> model(np.zeros((1, 3, 32, 32), np.float32)).distillation_logits.shape
+        TensorShape([1, 5])
+    """
+
+    head = "distilled"
+    hf_architecture = "ViTForImageClassificationWithTeacher"
+
+    def __init__(self, config: ViTConfig, dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, dtype=dtype, **kwargs)
+        if not config.distillation_token or config.num_labels == 0:
+            raise ConfigError(f"{type(self).__name__} needs distillation_token=True and num_labels > 0 in the config.")
+        with skip_init():
+            self.vit = TFViTModel(config, add_pooling_layer=False, dtype=dtype, name="vit")
+        self.cls_classifier = Dense(config.hidden_size, config.num_labels, name="cls_classifier")
+        self.distillation_classifier = Dense(config.hidden_size, config.num_labels, name="distillation_classifier")
+        self.post_init()
+
+    def call(
+        self,
+        pixel_values,
+        head_mask=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ):
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        outputs = self.vit(pixel_values, head_mask=head_mask, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding,
+                           return_dict=True, training=training)
+        sequence = outputs.last_hidden_state
+        cls_logits = self.cls_classifier(sequence[:, 0])
+        distillation_logits = self.distillation_classifier(sequence[:, 1])
+        output = ImageClassifierWithTeacherOutput((cls_logits + distillation_logits) / 2, cls_logits,
+                                                  distillation_logits, outputs.hidden_states, outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------- the ViT family
+# Each class fixes the family (checked against the config), the head and HF's architecture name; the network
+# is the ViT above, configured by the family's config.
+class TFCLIPVisionModel(TFViTModel):
+    """CLIP's image tower (HF's TFCLIPVisionModel): `pooler_output` is the normed class token."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModel"
+
+
+class TFCLIPVisionModelWithProjection(TFViTWithProjection):
+    """CLIP's image tower with its projection: `image_embeds` (HF has no TF class for it)."""
+
+    families = ("clip",)
+    hf_architecture = "CLIPVisionModelWithProjection"
+
+
+class TFSiglipVisionModel(TFViTModel):
+    """SigLIP's image tower: `pooler_output` is the attention pool of the normed tokens (HF has no TF SigLIP)."""
+
+    families = ("siglip",)
+    hf_architecture = "SiglipVisionModel"
+
+
+class TFDinov2Model(TFViTModel):
+    """DINOv2: LayerScale, a mask token, position embeddings resized to any input (HF has no TF DINOv2)."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2Model"
+
+    def __init__(self, config: ViTConfig, add_pooling_layer: bool = True, use_mask_token: bool = True,
+                 dtype: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, add_pooling_layer, use_mask_token, dtype=dtype, **kwargs)
+
+
+class TFDinov2ForImageClassification(TFViTForImageClassification):
+    """DINOv2 with HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2",)
+    hf_architecture = "Dinov2ForImageClassification"
+
+
+class TFDinov2WithRegistersModel(TFDinov2Model):
+    """DINOv2 with register tokens."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersModel"
+
+
+class TFDinov2WithRegistersForImageClassification(TFViTForImageClassification):
+    """DINOv2 with registers and HF's linear head on the class token and the mean of the patch tokens."""
+
+    families = ("dinov2_with_registers",)
+    hf_architecture = "Dinov2WithRegistersForImageClassification"
+
+
+class TFDeiTModel(TFViTModel):
+    """DeiT (HF's TFDeiTModel): class and distillation tokens, a dense pooler."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTModel"
+
+
+class TFDeiTForImageClassification(TFViTForImageClassification):
+    """DeiT with a linear head on the class token (HF's TFDeiTForImageClassification)."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassification"
+
+
+class TFDeiTForImageClassificationWithTeacher(TFViTForImageClassificationWithTeacher):
+    """DeiT with the class-token and distillation-token heads (HF's TFDeiTForImageClassificationWithTeacher)."""
+
+    families = ("deit",)
+    hf_architecture = "DeiTForImageClassificationWithTeacher"
