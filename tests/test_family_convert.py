@@ -122,6 +122,11 @@ def test_timm_logits_and_features_reproduce(framework, case, converted):
     features = run(framework, load(framework, "ViTModel", folder, add_pooling_layer=False), e["pixel_values"])
     assert features["last_hidden_state"].shape == e["forward_features"].shape
     assert max_diff(features["last_hidden_state"], e["forward_features"]) <= TOL
+    if "map" in case:  # the attention pool's output is the pooler output, with no dense layer made up
+        pooled = run(framework, load(framework, "ViTModel", folder), e["pixel_values"])["pooler_output"]
+        classifier = load_file(str(folder / "model.safetensors"))
+        logits = pooled @ classifier["classifier.weight"].T + classifier["classifier.bias"]
+        assert max_diff(logits, e["logits"]) <= TOL
 
 
 def test_big_vision_siglip_reproduces(framework, converted):

@@ -277,6 +277,8 @@ def from_timm(
         layer_scale_init_value=CONVERTED_LAYER_SCALE_INIT if "blocks.0.ls1.gamma" in state else None,
         use_swiglu_ffn=swiglu,
         patch_embedding_bias="patch_embed.proj.bias" in state,
+        # The attention pool's output is the pooled output itself (timm's pre-logits, HF SigLIP's pooler_output).
+        pooler_dense=not attention_pool or "pre_logits.fc.weight" in state,
     )
     head = "distilled" if distilled_head else "classification"
     canonical, used = {}, set()
@@ -436,6 +438,8 @@ def from_jax(
         pooling=pooling or ("cls" if class_token else "mean"), class_token=class_token, num_labels=labels,
         classifier_input="pooler" if pre_logits else "sequence",
         pooler_output_size=a["pre_logits/kernel"].shape[1] if pre_logits else None,
+        # The MAP head's output is the pooled output itself (big_vision's pre_logits, HF SigLIP's pooler_output).
+        pooler_dense=not attention_pool or pre_logits,
     )
     canonical, used = {}, set()
     for name, spec in _specs(config).items():
