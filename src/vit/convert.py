@@ -238,6 +238,12 @@ def from_timm(
     grid, has_prefix_rows = _position_layout(state["pos_embed"].shape[1], prefix_rows, (ph, pw), image_size, "timm")
     # timm's no_embed_class: the position embeddings cover the patches only; the prefix tokens get none.
     no_embed_class = prefix_rows > 0 and not has_prefix_rows
+    if no_embed_class and image_size is None:
+        # The same rows could be a class row plus a non-square grid; only the image size tells them apart.
+        warnings.warn(
+            f"timm tensor 'pos_embed' has no rows for the prefix tokens: read as no_embed_class on a {grid[0]}x"
+            f"{grid[1]} grid ({grid[0] * ph}x{grid[1] * pw} images). If the model has a class row on a non-square grid "
+            "instead, pass --image-size HEIGHT WIDTH.", stacklevel=2)
     if attention_pool:
         if pooling not in (None, "map"):
             raise CheckpointError(f"The checkpoint has an attention-pool head (attn_pool.*), which is its pooling; "
@@ -247,10 +253,11 @@ def from_timm(
         if latent != 1:
             raise CheckpointError(f"timm tensor 'attn_pool.latent' has {latent} latents; vit's attention-pool "
                                   "head has one (timm's default latent_len=1).")
-        if state["attn_pool.mlp.fc1.weight"].shape[0] != mlp_out:
+        pool_mlp = state.get("attn_pool.mlp.fc1.weight")
+        if pool_mlp is not None and pool_mlp.shape[0] != mlp_out:
             raise CheckpointError(
-                f"timm's attention-pool MLP is {state['attn_pool.mlp.fc1.weight'].shape[0]} wide but the blocks' "
-                f"MLP is {mlp_out}; vit's attention-pool head uses the blocks' width (timm's default mlp_ratio).")
+                f"timm's attention-pool MLP is {pool_mlp.shape[0]} wide but the blocks' MLP is {mlp_out}; vit's "
+                "attention-pool head uses the blocks' width (timm's default mlp_ratio).")
     if pooling is None:
         pooling = "mean" if fc_norm or not class_token else "cls"
     if fc_norm and pooling != "mean":
