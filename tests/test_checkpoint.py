@@ -220,6 +220,14 @@ def test_a_bad_max_shard_size_is_named(tmp_path, bad):
     assert not os.listdir(tmp_path)
 
 
+def test_a_save_without_formats_is_refused_and_keeps_the_weights(tmp_path):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    save_checkpoint(str(tmp_path), config, canonical(), "classification")
+    with pytest.raises(ValueError, match="formats is empty"):
+        save_checkpoint(str(tmp_path), config, canonical(), "classification", ())
+    assert weight_files(tmp_path) == ["model.safetensors"]
+
+
 def test_formats_that_cannot_be_sharded_say_so(tmp_path):
     config = ViTConfig.from_pretrained(CLS / "safetensors")
     with pytest.raises(ValueError, match="'tf' format is written whole"):
