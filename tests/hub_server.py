@@ -35,12 +35,8 @@ class Request:
     method: str
     path: str
     headers: dict[str, str]
-
-    @property
-    def file(self) -> str:
-        """The repo file of a resolve request ("" for the API and the CDN)."""
-        parts = self.path.split("/resolve/", 1)
-        return unquote(parts[1].split("/", 1)[1]) if len(parts) == 2 else ""
+    repo_id: str = ""  # the repo of a file request (resolve or CDN), else ""
+    file: str = ""  # the repo file of a file request, else ""
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -81,9 +77,10 @@ class FakeHub:
         return self.commit(repo_id, files, **kwargs)
 
     def downloads(self, repo_id: str | None = None) -> list[str]:
-        """Repo files fetched with GET (through the resolve URL), in order."""
+        """Repo files whose bytes were sent (a GET of a plain file, or of an LFS file on the CDN), in order."""
         return [r.file for r in self.requests
-                if r.method == "GET" and r.file and (repo_id is None or r.path.startswith(f"/{repo_id}/resolve/"))]
+                if r.method == "GET" and r.file and (repo_id is None or r.repo_id == repo_id)
+                and not ("/resolve/" in r.path and r.file.endswith(LFS_SUFFIXES))]  # that GET is only a redirect
 
     # ------------------------------------------------------------------------------------ serving
     @property
@@ -123,15 +120,19 @@ class _Handler(BaseHTTPRequestHandler):
     # -------------------------------------------------------------------------------- routing
     def _handle(self, body: bool) -> None:
         path = urlsplit(self.path).path
+        request = Request(self.command, path, dict(self.headers.items()))
         with self.fake._lock:
-            self.fake.requests.append(Request(self.command, path, dict(self.headers.items())))
-        if path.startswith("/cdn/"):
-            return self._cdn(path.removeprefix("/cdn/"), body)
+            self.fake.requests.append(request)
+        if path.startswith("/cdn/"):  # /cdn/{repo}/{sha256}
+            request.repo_id, _, digest = unquote(path.removeprefix("/cdn/")).rpartition("/")
+            request.file = self.fake.blob_names.get(digest, "")
+            return self._cdn(digest, body)
         if path.startswith("/api/models/"):
             return self._api(path.removeprefix("/api/models/"))
         if "/resolve/" in path:
             repo_id, rest = path.lstrip("/").split("/resolve/", 1)
             revision, _, file = rest.partition("/")
+            request.repo_id, request.file = unquote(repo_id), unquote(file)
             return self._resolve(unquote(repo_id), unquote(revision), unquote(file), body)
         self._error(404, "RepoNotFound")
 
@@ -161,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         if file.endswith(LFS_SUFFIXES):  # the hub redirects LFS files to its CDN, and names the blob
             digest = hashlib.sha256(content).hexdigest()
             self.send_response(302)
-            self.send_header("Location", f"{self.fake.url}/cdn/{digest}")
+            self.send_header("Location", f"{self.fake.url}/cdn/{repo_id}/{digest}")
             self.send_header("X-Repo-Commit", sha)
             self.send_header("ETag", f'"{git_blob_sha(content)}"')
             self.send_header("X-Linked-Etag", f'"{digest}"')

@@ -237,7 +237,7 @@ class _Hub:
             return path
         if offline:
             raise HubError(
-                f"No weights of the {self.where} are in the cache ({self._cache()}), and downloads are off "
+                f"The weights of the {self.where} are not in the cache ({self._cache()}), and downloads are off "
                 f"({self._why_offline()}). Run once with network access to download them, or pass a local folder."
             )
         raise HubError(
