@@ -81,7 +81,7 @@ def timm_config() -> bytes:
 def hub(tmp_path):
     """The loopback hub with one repo per weights format, and the other repos the tests use."""
     with FakeHub() as fake:
-        for fmt, name in FORMAT_FILES.items():
+        for fmt in FORMAT_FILES:
             fake.commit_folder(f"org/tiny-{fmt}", CLS / fmt)
         fake.commit("org/tiny-all", {"config.json": CLS / "safetensors" / "config.json",
                                      **{name: CLS / fmt / name for fmt, name in FORMAT_FILES.items()}})
@@ -168,13 +168,13 @@ def test_every_weights_format_and_sharded_loads_in_every_framework(hub, tmp_path
 
 
 def test_config_processor_and_subfolder_from_hub_ids(hub, tmp_path):
-    out = in_hub_env(hub, tmp_path / "home", """
+    out = in_hub_env(hub, tmp_path / "home", f"""
         config = vit.ViTConfig.from_pretrained("org/vit-tiny")
         out["config"] = [config.hidden_size, config.num_labels]
         out["size"] = vit.ViTImageProcessor.from_pretrained("org/vit-tiny").size
         out["nested"] = max_diff("pt", "org/nested", subfolder="models/classifier")
-        out["use_auth_token"] = max_diff("pt", "org/gated", use_auth_token={token!r})
-    """.format(token=TOKEN))
+        out["use_auth_token"] = max_diff("pt", "org/gated", use_auth_token={TOKEN!r})
+    """)
     assert out["config"] == [32, 10]
     assert out["size"] == {"height": 32, "width": 32}
     assert out["nested"] <= 1e-5 and out["use_auth_token"] <= 1e-5

@@ -17,7 +17,6 @@ the canonical layout with `vit.convert`, once per commit: the converted folder i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
