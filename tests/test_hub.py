@@ -222,6 +222,8 @@ def test_offline_cache_hit_makes_no_network_call(hub, tmp_path):
     in_hub_env(hub, home, """
         out["x"] = max_diff("pt", "org/tiny-pytorch_bin")
         vit.ViTImageProcessor.from_pretrained("org/vit-tiny")
+        import vit.hub
+        vit.hub.resolve("org/tiny-pytorch_bin", processor="optional")  # the repo has none: the cache learns that
     """)
     hub.requests.clear()
     body = """
@@ -229,6 +231,10 @@ def test_offline_cache_hit_makes_no_network_call(hub, tmp_path):
         out["size"] = vit.ViTImageProcessor.from_pretrained("org/vit-tiny", **KW).size
         out["config"] = vit.ViTConfig.from_pretrained("org/vit-tiny", **KW).num_labels
         out["missing"] = error(max_diff, "pt", "org/tiny-safetensors", **KW)
+        import os, vit.hub
+        folder = vit.hub.resolve("org/tiny-pytorch_bin", vit.hub.HubOptions(**KW), processor="optional")
+        out["optional"] = sorted(os.listdir(folder))
+        out["forced"] = error(max_diff, "pt", "org/tiny-pytorch_bin", force_download=True, **KW)
     """
     for kwargs, env in (({}, {"HF_HUB_OFFLINE": "1"}), ({"local_files_only": True}, {})):
         out = in_hub_env(hub, home, f"KW = {kwargs!r}\n" + textwrap.dedent(body), **env)
@@ -236,6 +242,8 @@ def test_offline_cache_hit_makes_no_network_call(hub, tmp_path):
         why = "HF_HUB_OFFLINE=1" if env else "local_files_only=True"
         assert "'org/tiny-safetensors'" in out["missing"] and "not in the cache" in out["missing"]
         assert why in out["missing"] and "network access" in out["missing"]
+        assert out["optional"] == ["config.json", "pytorch_model.bin"], "a processor the repo lacks is no error"
+        assert "'org/tiny-pytorch_bin'" in out["forced"] and "force_download" in out["forced"]
         assert hub.requests == [], f"{why}: the cache must serve without any request"
 
 

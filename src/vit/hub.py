@@ -186,6 +186,8 @@ class _Hub:
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
         o = self.options
+        if not required and self.cached(name) is False:
+            return None  # the cache knows the repo lacks it (the client itself checks this only online)
         try:
             path = hf_hub_download(self.repo_id, self._relative(name), revision=self.pinned, cache_dir=o.cache_dir,
                                    local_files_only=o.local_files_only, token=o.token, force_download=o.force_download)
@@ -308,6 +310,9 @@ class _Hub:
             )
         if isinstance(err, HfHubHTTPError):
             return HubError(f"Downloading {self._relative(name)!r} of the {self.where} failed: {err}")
+        if isinstance(err, (ValueError, TypeError)):  # the client refused the request itself
+            return HubError(f"huggingface_hub refused to get {self._relative(name)!r} of the {self.where}: {err} "
+                            f"{err.__cause__ or ''}".rstrip())
         return HubError(
             f"Downloading {self._relative(name)!r} of the {self.where} was interrupted ({type(err).__name__}: {err}). "
             "The partial file stays in the cache as '.incomplete' and is never read as complete; run the same "
