@@ -2,7 +2,7 @@
 
 It answers what the real client asks (read from huggingface_hub's file_download.py and utils/_http.py):
 - `HEAD/GET /{repo}/resolve/{revision}/{file}` with `X-Repo-Commit`, `ETag` and `Content-Length`. Weight
-  files are served as the hub serves LFS files: a 302 to `/cdn/{sha256}` with `X-Linked-Etag`,
+  files are served as the hub serves LFS files: a 302 to another host's `/cdn/{repo}/{sha256}`, with `X-Linked-Etag`,
   `X-Linked-Size` and `Location`; the CDN answers `Range: bytes=N-` with 206 (the client resumes that way).
 - 404 with `X-Error-Code: RepoNotFound`, `RevisionNotFound` or `EntryNotFound` (the last with the commit).
 - 401 with `X-Error-Code: GatedRepo` for a gated repo without the right `Authorization: Bearer` token.
@@ -88,6 +88,11 @@ class FakeHub:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    @property
+    def cdn_url(self) -> str:
+        """The same loopback server under the name "localhost", so that the client sees another host."""
+        return self.url.replace("127.0.0.1", "localhost")
+
     def __enter__(self) -> FakeHub:
         hub = self
 
@@ -162,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
         if file.endswith(LFS_SUFFIXES):  # the hub redirects LFS files to its CDN, and names the blob
             digest = hashlib.sha256(content).hexdigest()
             self.send_response(302)
-            self.send_header("Location", f"{self.fake.url}/cdn/{repo_id}/{digest}")
+            # The CDN is another host, as the hub's is: the client then stops at this response for the metadata.
+            self.send_header("Location", f"{self.fake.cdn_url}/cdn/{repo_id}/{digest}")
             self.send_header("X-Repo-Commit", sha)
             self.send_header("ETag", f'"{git_blob_sha(content)}"')
             self.send_header("X-Linked-Etag", f'"{digest}"')

@@ -263,9 +263,17 @@ def test_interrupted_download_is_never_taken_for_complete_and_resumes(hub, tmp_p
     home = tmp_path / "home"
     hub.cut_once.add("model.safetensors")
     out = in_hub_env(hub, home, """
-        out["interrupted"] = error(max_diff, "pt", "org/tiny-safetensors")
+        try:
+            out["first"] = max_diff("pt", "org/tiny-safetensors")
+        except vit.HubError as err:
+            out["interrupted"] = str(err)
         out["offline"] = error(max_diff, "pt", "org/tiny-safetensors", local_files_only=True)
     """)
+    cdn_gets = [r.headers.get("Range") for r in hub.requests if r.method == "GET" and r.path.startswith("/cdn/")]
+    if "first" in out:  # huggingface_hub >= 1.0 retries a broken stream itself, resuming within the same call
+        assert out["first"] <= 1e-5 and out["offline"] is None and len(cdn_gets) == 2
+        assert not [b for b in blobs(home, "org/tiny-safetensors") if b.endswith(".incomplete")]
+        return
     assert "'model.safetensors'" in out["interrupted"] and "'org/tiny-safetensors'" in out["interrupted"]
     assert "interrupted" in out["interrupted"] and "again" in out["interrupted"]
     # The half file is kept apart, as .incomplete; no snapshot entry points at it, so nothing reads it.
