@@ -109,10 +109,10 @@ class PretrainedMixin:
         hub = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                          token=token if token is not None else kwargs.pop("use_auth_token", None),
                          force_download=force_download, subfolder=subfolder or "")
-        path = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isfile(path):
-            path = resolve(path, hub, timm_options={"num_attention_heads": kwargs.get("num_attention_heads")})
-        folder = path if os.path.isdir(path) else os.path.dirname(path)
+        path = os.fspath(pretrained_model_name_or_path)  # what the user named: a folder, a file or a hub id
+        local = path if os.path.isfile(path) else resolve(
+            path, hub, timm_options={"num_attention_heads": kwargs.get("num_attention_heads")})
+        folder = local if os.path.isdir(local) else os.path.dirname(local)
         for hf_only in ("use_auth_token", "from_pt", "from_tf", "from_flax", "trust_remote_code", "low_cpu_mem_usage"):
             kwargs.pop(hf_only, None)
         model_kwargs, overrides = cls._split_kwargs(kwargs)
@@ -121,7 +121,7 @@ class PretrainedMixin:
             target_config = source_config.copy(**overrides) if overrides else source_config
         except ConfigError as err:
             raise ConfigError(f"from_pretrained: {err}") from err
-        state = read_canonical(path, source_config)
+        state = read_canonical(local, source_config)
         with skip_init():
             model = cls(target_config, **model_kwargs)
         fitted, report = fit_state_dict(
