@@ -115,11 +115,12 @@ def test_sharded_safetensors_and_missing_shard(tmp_path):
         read_canonical(str(tmp_path), ViTConfig.from_pretrained(tmp_path))
 
 
-def test_hub_id_says_how_to_download():
-    from vit import ViTConfig
+def test_hub_id_is_looked_up_in_the_hub_cache(tmp_path):
+    """A hub id goes to huggingface_hub (tests/test_hub.py); offline and uncached, the error says so."""
+    from vit import HubError, ViTConfig
 
-    with pytest.raises(CheckpointError, match="huggingface-cli download google/vit-base-patch16-224"):
-        ViTConfig.from_pretrained("google/vit-base-patch16-224")
+    with pytest.raises(HubError, match="'google/vit-base-patch16-224'.*not in the cache.*local_files_only=True"):
+        ViTConfig.from_pretrained("google/vit-base-patch16-224", local_files_only=True, cache_dir=tmp_path)
 
 
 def test_bin_reads_without_torch():

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["vit.config", "vit.processor", "vit.pt.modeling", "vit.tf.modeling", "vit.flax.modeling"]
+MODULES = ["vit.config", "vit.processor", "vit.hub", "vit.pt.modeling", "vit.tf.modeling", "vit.flax.modeling"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -11,13 +11,24 @@ from collections.abc import Sequence
 from .errors import ViTError
 
 
+def _hub_folder(path: str, revision: str | None = None, **want) -> str:
+    """A local folder for a model folder or hub id (ORG/NAME, downloaded through huggingface_hub's cache)."""
+    from .hub import HubOptions, resolve
+
+    return resolve(path, HubOptions(revision=revision), **want)
+
+
+def _add_revision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--revision", help="for a hub id: a branch, tag or commit (default: the main branch)")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an HF, timm or original-JAX checkpoint into an HF folder",
                        description="Convert a checkpoint into an HF folder (config.json, model.safetensors, "
                                    "preprocessor_config.json) that vit loads in PyTorch, TensorFlow and Flax.")
     p.add_argument("--from", dest="source_kind", choices=["auto", "hf", "timm", "jax"], default="auto",
                    help="the source's kind (default: detect it)")
-    p.add_argument("source", help="an HF folder, a timm .safetensors/.bin file or folder, or an original .npz")
+    p.add_argument("source", help="an HF folder, a timm .safetensors/.bin file or folder, an original .npz, or a hub id")
     p.add_argument("out_dir", help="the folder to write")
     p.add_argument("--num-attention-heads", type=int, help="timm's fused qkv does not reveal the head count")
     p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
@@ -29,6 +40,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize-method", choices=["bicubic", "bicubic_antialias", "linear"],
                    help="how --image-size resizes positions (default: the source's own: HF bicubic, timm "
                         "bicubic_antialias, JAX linear)")
+    _add_revision(p)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -42,7 +54,14 @@ def _run_convert(args: argparse.Namespace) -> int:
     options = dict(num_attention_heads=args.num_attention_heads, image_size=image_size, pooling=args.pooling,
                    layer_norm_eps=args.layer_norm_eps, hidden_act=args.hidden_act, num_labels=args.num_labels,
                    resize_method=args.resize_method)
-    converted = convert_checkpoint(args.source, args.out_dir, args.source_kind, **options)
+    source = args.source
+    if not os.path.exists(source):  # a hub id: its own files (a timm repo unconverted), then the usual conversion
+        from .hub import timm_options_from_config
+
+        source = _hub_folder(source, args.revision, processor="optional", convert_timm=False)
+        if args.source_kind in ("auto", "timm"):
+            options.update({k: v for k, v in timm_options_from_config(source).items() if options.get(k) is None})
+    converted = convert_checkpoint(source, args.out_dir, args.source_kind, **options)
     c = converted.config
     print(f"wrote {args.out_dir}: {c.num_hidden_layers} layers, width {c.hidden_size}, {c.num_attention_heads} heads, "
           f"image {c.image_size}, patch {c.patch_size}, pooling {c.pooling}, {c.num_labels} labels")
@@ -52,8 +71,9 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export an HF folder to a timm state dict or an original-JAX .npz")
     p.add_argument("target", choices=["timm", "jax"])
-    p.add_argument("folder", help="an HF-format folder")
+    p.add_argument("folder", help="an HF-format folder or a hub id")
     p.add_argument("out_file", help="a .safetensors file (timm) or a .npz file (jax)")
+    _add_revision(p)
     p.add_argument("--numbering", choices=["old", "new"], default="old",
                    help="JAX module numbering: the released checkpoints' (old) or current Flax's (new)")
 
@@ -61,18 +81,20 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from .convert import export_jax, export_timm
 
+    folder = _hub_folder(args.folder, args.revision)
     if args.target == "timm":
-        export_timm(args.folder, args.out_file)
+        export_timm(folder, args.out_file)
     else:
-        export_jax(args.folder, args.out_file, args.numbering)
+        export_jax(folder, args.out_file, args.numbering)
     print(f"wrote {args.out_file}")
     return 0
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a model folder: architecture, parameters, files, labels, recipe")
-    p.add_argument("folder")
+    p.add_argument("folder", help="a model folder or a hub id")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_revision(p)
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -83,6 +105,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from .params import parameter_specs
     from .processor import PROCESSOR_NAME, ViTImageProcessor
 
+    args.folder = _hub_folder(args.folder, args.revision, processor="optional")
     config = ViTConfig.from_pretrained(args.folder)
     architecture = (config.extra.get("architectures") or ["ViTModel"])[0]
     head = {"ViTForImageClassification": "classification", "ViTForMaskedImageModeling": "mim"}.get(architecture, "base")
@@ -126,7 +149,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                        description="Print the top-k labels of each image. Unreadable files are reported and the "
                                    "exit code is 1; the other images are still classified.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    p.add_argument("--model", help="an HF-format model folder (default: the embedded digits demo model)")
+    p.add_argument("--model", help="an HF-format model folder or a hub id (default: the embedded digits demo model)")
+    _add_revision(p)
     p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=16)
@@ -163,7 +187,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     from .errors import ImageError
     from .processor import PROCESSOR_NAME, ViTImageProcessor
 
-    model_dir = args.model or demo_model_dir()
+    model_dir = _hub_folder(args.model, args.revision, processor="optional") if args.model else demo_model_dir()
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise vit.CheckpointError(f"No model in {model_dir}; pass --model with an HF-format folder.")
     model = getattr(vit, MODEL_CLASSES[args.framework]).from_pretrained(model_dir)
