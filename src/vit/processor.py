@@ -933,12 +933,16 @@ class AutoImageProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ViTImageProcessor:
-        """Read `preprocessor_config.json` from a local folder (or the file itself) into its HF-named class."""
+        """Read `preprocessor_config.json` from a local folder, the file itself or a hub id into its HF-named
+        class (hub options as in `ViTImageProcessor.from_pretrained`)."""
+        from .hub import HubOptions, resolve
+
+        hub = HubOptions.pop_from(overrides)
         path = os.fspath(path)
         if os.path.isfile(path):
             file, folder = path, os.path.dirname(path)
         else:
-            folder = resolve_local_folder(path, PROCESSOR_NAME)
+            folder = resolve(path, hub, weights=False, processor="required")
             file = os.path.join(folder, PROCESSOR_NAME)
         if not os.path.isfile(file):
             raise ConfigError(f"No {PROCESSOR_NAME} in {path}; pass a folder saved with save_pretrained.")
