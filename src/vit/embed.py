@@ -539,7 +539,8 @@ def _ray_engine(plan: Plan, model_dir: str, model_id: str, revision: str, pool: 
         num_cpus=1, num_gpus=gpus_per_worker or None,
         fn_constructor_args=(os.path.abspath(model_dir), framework, pool, batch_size, model_id, revision),
     )
-    embedded.write_parquet(staging)
+    # Writing is I/O: it must not wait for a CPU that the embedding actors hold.
+    embedded.write_parquet(staging, ray_remote_args={"num_cpus": 0})
     _promote_staged(plan, staging)
 
 
