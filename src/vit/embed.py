@@ -318,6 +318,9 @@ def _prepare(source_paths: list[str], out: str, manifest: dict[str, Any], shard_
                                f"({', '.join(f'{k}: {previous.get(k)!r} -> {manifest[k]!r}' for k in changed)}); "
                                "resume with the same options, or write to another --out.")
     os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name.startswith(".") and name.endswith(".tmp"):  # a shard whose write a kill interrupted
+            os.unlink(os.path.join(out, name))
     atomic_write_text(existing, json.dumps(manifest, indent=2))
     return Plan(out, source_paths, shard_size, manifest)
 
