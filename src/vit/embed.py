@@ -10,13 +10,18 @@ in flight (one on the local engine). Unreadable images never stop the run: each 
 reason in its metadata, and `_failures.tsv` lists them all (path, reason) when the run ends.
 
 Example:
+    >>> import os, tempfile
     >>> import pyarrow.parquet as pq
+    >>> from PIL import Image
     >>> from vit.cli import demo_model_dir
     >>> from vit.embed import embed_images
-    >>> summary = embed_images("tests/fixtures/image_processor/images", "/tmp/doc-embeddings.parquet",
-    ...                        model=demo_model_dir(), overwrite=True, progress=False)
-    >>> pq.read_table("/tmp/doc-embeddings.parquet").num_rows
-    4
+    >>> images, out = tempfile.mkdtemp(), os.path.join(tempfile.mkdtemp(), "embeddings.parquet")
+    >>> for shade in (0, 128, 255):
+    ...     Image.new("L", (40, 30), shade).save(os.path.join(images, f"grey-{shade}.png"))
+    >>> embed_images(images, out, model=demo_model_dir(), shard_size=2, progress=False)["rows"]
+    3
+    >>> pq.read_table(out).schema.field("embedding").type
+    FixedSizeListType(fixed_size_list<element: float>[64])
 """
 
 from __future__ import annotations
@@ -152,10 +157,11 @@ class Embedder:
     Example:
         >>> from vit.cli import demo_model_dir
         >>> from vit.embed import Embedder
+        >>> from PIL import Image
         >>> embedder = Embedder(demo_model_dir(), "pt", "cls")
-        >>> pixels, size = embedder.decode("tests/fixtures/image_processor/images/rocket.jpg")
+        >>> pixels, size = embedder.decode(Image.new("L", (40, 30), 128))
         >>> embedder.embed(pixels[None]).shape, size
-        ((1, 64), (512, 512))
+        ((1, 64), (40, 30))
     """
 
     def __init__(self, model_dir: str, framework: str = "pt", pool: str = "cls", batch_size: int = 32) -> None:
