@@ -219,3 +219,65 @@ def test_vit_embed_and_neighbours_commands(collection, tmp_path):
     assert found.returncode == 0, found.stderr
     lines = found.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].split()[0] == "1" and lines[0].endswith(query)
+
+
+def test_an_interrupted_ray_run_keeps_its_complete_shards(local_run, collection, tmp_path):
+    """What the Ray actors wrote before an interruption: whole shards are kept, a file cut short is redone."""
+    import json
+
+    from vit.embed import (
+        RAY_STAGING,
+        _manifest,
+        _prepare,
+        _promote_staged,
+        _RayShardEmbedder,
+        list_sources,
+        model_identity,
+    )
+
+    paths = list_sources(str(collection))
+    model_id, revision = model_identity(demo_model_dir())
+    out = tmp_path / "ray.parquet"
+    plan = _prepare(paths, str(out), _manifest(paths, model_id, revision, "cls", SHARD_SIZE), SHARD_SIZE, False, False)
+    actor = _RayShardEmbedder(demo_model_dir(), "pt", "cls", 3, model_id, revision)
+    staging = out / RAY_STAGING
+    staging.mkdir()
+    shards = pa.table({"shard": [0, 2], "paths": [json.dumps(plan.shards[0]), json.dumps(plan.shards[2])]})
+    pq.write_table(actor(shards), staging / "whole.parquet")
+    pq.write_table(actor(pa.table({"shard": [1], "paths": [json.dumps(plan.shards[1])]})), staging / "cut.parquet")
+    (staging / "cut.parquet").write_bytes((staging / "cut.parquet").read_bytes()[:-30])
+    _promote_staged(plan, str(staging))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("part-")) == [shard_name(0), shard_name(2)]
+    assert not staging.exists()
+    for k in (0, 2):
+        ours, reference = pq.read_table(out / shard_name(k)), pq.read_table(local_run / shard_name(k))
+        assert ours.column("path").to_pylist() == reference.column("path").to_pylist()
+        np.testing.assert_allclose(embeddings_of(ours), embeddings_of(reference), atol=MAP_ATOL, rtol=0)
+        assert ours.schema.metadata == reference.schema.metadata  # the shard's failures travel with it
+
+
+def test_the_local_engine_keeps_a_bounded_window_of_images_in_flight(collection, tmp_path, monkeypatch):
+    """Decoding runs ahead of the model, but only by a bounded number of images: memory stays flat."""
+    import vit.embed as embed_module
+
+    decoded, embedded, ahead = [0], [0], []
+    decode, embed = embed_module._decode_or_reason, embed_module.Embedder.embed
+
+    def counting_decode(embedder, path):
+        decoded[0] += 1
+        return decode(embedder, path)
+
+    def counting_embed(self, pixels):
+        ahead.append(decoded[0] - embedded[0])
+        embedded[0] += len(pixels)
+        return embed(self, pixels)
+
+    monkeypatch.setattr(embed_module, "_decode_or_reason", counting_decode)
+    monkeypatch.setattr(embed_module.Embedder, "embed", counting_embed)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(60):
+        Image.new("L", (8, 8), i * 4).save(many / f"{i:03d}.png")
+    embed_images(str(many), str(tmp_path / "out"), demo_model_dir(), batch_size=2, shard_size=100)
+    window = 2 * 2 + min(8, os.cpu_count() or 1)
+    assert decoded[0] == 60 and max(ahead) <= window + 2

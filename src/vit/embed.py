@@ -544,7 +544,8 @@ def _ray_engine(plan: Plan, model_dir: str, model_id: str, revision: str, pool: 
     items = [{"shard": k, "paths": json.dumps(plan.shards[k])} for k in pending]
     dataset = ray.data.from_items(items, override_num_blocks=len(items))
     embedded = dataset.map_batches(
-        _RayShardEmbedder, batch_size=1, batch_format="pyarrow", concurrency=min(workers, len(items)),
+        _RayShardEmbedder, batch_size=1, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
         num_cpus=1, num_gpus=gpus_per_worker or None,
         fn_constructor_args=(os.path.abspath(model_dir), framework, pool, batch_size, model_id, revision),
     )
@@ -608,14 +609,22 @@ def _ray_read_images(source: str, out: str, model_dir: str, model_id: str, revis
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("GPU" if gpus_per_worker else "CPU", 1)))
     mode = "L" if ViTConfig.from_pretrained(model_dir).num_channels == 1 else "RGB"
-    images = ray.data.read_images(source, include_paths=True, mode=mode)
+    # Reading and writing reserve no CPU: otherwise the actors, holding every CPU, would starve them.
+    images = ray.data.read_images(source, include_paths=True, mode=mode, ray_remote_args={"num_cpus": 0})
     embedded = images.map_batches(
-        _RayArrayEmbedder, batch_size=batch_size, batch_format="numpy", concurrency=workers, num_cpus=1,
+        _RayArrayEmbedder, batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
         num_gpus=gpus_per_worker or None,
         fn_constructor_args=(os.path.abspath(model_dir), framework, pool, batch_size, model_id, revision),
     )
-    embedded.write_parquet(out)
-    return {"out": out, "rows": embedded.count(), "failures": 0}
+    embedded.write_parquet(out, ray_remote_args={"num_cpus": 0})
+    return {"out": out, "rows": pq_rows(out), "failures": 0}
+
+
+def pq_rows(out: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out, columns=["path"]).num_rows
 
 
 class _RayArrayEmbedder:
