@@ -18,6 +18,7 @@ from vit.embed import FAILURES, MANIFEST, embed_images, load_model, load_process
 from vit.errors import ViTError
 
 pa = pytest.importorskip("pyarrow")
+pytest.importorskip("pyarrow.compute")
 pq = pytest.importorskip("pyarrow.parquet")
 SHARD_SIZE = 5
 
@@ -108,6 +109,13 @@ def test_ray_engine_writes_the_same_rows_and_embeddings(local_run, collection, t
         out = tmp_path / "ray.parquet"
         summary = embed_images(str(collection), str(out), demo_model_dir(), engine="ray", workers=2, batch_size=3,
                                shard_size=SHARD_SIZE)
+        # Any source ray.data.read_images reads (here a local:// URI) goes through the same actors in one pass.
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for name in ("astronaut.png", "camera.png"):  # RGB and grey: Ray's decoding converts them as PIL does
+            (photos / name).write_bytes((collection / name).read_bytes())
+        read = embed_images(f"local://{photos}", str(tmp_path / "read_images.parquet"), demo_model_dir(),
+                            engine="ray", workers=2)
     finally:
         ray.shutdown()
     assert summary["rows"] == 16 and summary["failures"] == 1
@@ -118,6 +126,13 @@ def test_ray_engine_writes_the_same_rows_and_embeddings(local_run, collection, t
     np.testing.assert_allclose(embeddings_of(ours), embeddings_of(reference), atol=MAP_ATOL, rtol=0)
     assert (out / FAILURES).read_text() == (local_run / FAILURES).read_text()
     assert not (out / "_ray_staging").exists()
+    assert read["rows"] == 2
+    from_uri = read_sorted(tmp_path / "read_images.parquet")
+    wanted = [str(collection / name) for name in ("astronaut.png", "camera.png")]
+    reference = reference.filter(pa.compute.is_in(reference.column("path"), pa.array(wanted)))
+    assert from_uri.column("path").to_pylist() == [str(photos / "astronaut.png"), str(photos / "camera.png")]
+    assert from_uri.column("width").to_pylist() == reference.column("width").to_pylist()
+    np.testing.assert_allclose(embeddings_of(from_uri), embeddings_of(reference), atol=MAP_ATOL, rtol=0)
 
 
 KILLED_RUN = """
@@ -281,3 +296,25 @@ def test_the_local_engine_keeps_a_bounded_window_of_images_in_flight(collection,
     embed_images(str(many), str(tmp_path / "out"), demo_model_dir(), batch_size=2, shard_size=100)
     window = 2 * 2 + min(8, os.cpu_count() or 1)
     assert decoded[0] == 60 and max(ahead) <= window + 2
+
+
+def test_mean_pooling_models_pool_as_the_model_does(framework, tiny_config, tmp_path):
+    """A timm-style model (no class token, mean pooling, fc_norm): --pool mean is the model's own pool."""
+    from frameworks import build, run
+
+    config = tiny_config.copy(class_token=False, pooling="mean", use_fc_norm=True)
+    model = build(framework, "base", config, add_pooling_layer=False)
+    model.save_pretrained(tmp_path / "model")
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in PHOTOS.iterdir():
+        (images / photo.name).write_bytes(photo.read_bytes())
+    embed_images(str(images), str(tmp_path / "out"), str(tmp_path / "model"), pool="mean", framework=framework)
+    table = read_sorted(tmp_path / "out")
+    pixels = load_processor(str(tmp_path / "model"), config)(table.column("path").to_pylist()).pixel_values
+    sequence = run(framework, model, pixels)["last_hidden_state"]
+    mean = sequence.mean(axis=1)
+    expected = (mean - mean.mean(-1, keepdims=True)) / np.sqrt(mean.var(-1, keepdims=True) + config.layer_norm_eps)
+    np.testing.assert_allclose(embeddings_of(table), expected, atol=1e-4, rtol=0)  # fc_norm starts as identity
+    with pytest.raises(ViTError, match="class token"):
+        embed_images(str(images), str(tmp_path / "cls"), str(tmp_path / "model"), pool="cls", framework=framework)

@@ -219,10 +219,20 @@ class Embedder:
         sequence = to_numpy(outputs.last_hidden_state)
         if self.pool == "cls":
             return sequence[:, 0]
-        layout = token_layout(self.config, pixel_shape, sequence.shape[1])
         if self.config.pooling == "mean" and hasattr(self.model, "pool"):
-            return to_numpy(self.model.pool(outputs.last_hidden_state))  # the model's own (fc_norm, registers)
+            return self._model_pool(outputs.last_hidden_state)  # the model's own mean: fc_norm, registers
+        layout = token_layout(self.config, pixel_shape, sequence.shape[1])
         return sequence[:, layout.num_prefix:].mean(axis=1)
+
+    def _model_pool(self, sequence: Any) -> np.ndarray:
+        from .explain import to_numpy
+
+        if self.framework == "pt":
+            import torch
+
+            with torch.inference_mode():
+                return to_numpy(self.model.pool(sequence))
+        return to_numpy(self.model.pool(sequence))
 
 
 # ------------------------------------------------------------------------------------ shards
