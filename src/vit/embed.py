@@ -507,21 +507,30 @@ class _RayShardEmbedder:
         self.dim = _embedding_dim(self.embedder)
         self.decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vit-embed-decode")
 
+    def _decoded_chunks(self, paths: list[str]) -> Any:
+        """Batches of (path, decoded or failure reason); the next batch decodes while this one is embedded, so
+        an actor holds two batches of pixels at most, whatever the shard size."""
+        size = self.embedder.batch_size
+        chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+        ahead = None
+        for index, chunk in enumerate(chunks):
+            futures = ahead or [self.decoder.submit(_decode_or_reason, self.embedder, p) for p in chunk]
+            following = chunks[index + 1] if index + 1 < len(chunks) else []
+            ahead = [self.decoder.submit(_decode_or_reason, self.embedder, p) for p in following]
+            yield list(zip(chunk, (f.result() for f in futures), strict=True))
+
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
         tables = []
         for shard, paths_json in zip(batch.column("shard").to_pylist(), batch.column("paths").to_pylist(), strict=True):
-            paths = json.loads(paths_json)
-            decoded = list(self.decoder.map(lambda p: _decode_or_reason(self.embedder, p), paths))
-            good = [(p, d) for p, d in zip(paths, decoded, strict=True) if not isinstance(d, str)]
-            failures = [(p, d) for p, d in zip(paths, decoded, strict=True) if isinstance(d, str)]
-            rows = []
-            size = self.embedder.batch_size
-            for start in range(0, len(good), size):
-                chunk = good[start:start + size]
-                vectors = self.embedder.embed(np.stack([d[0] for _, d in chunk]))
-                rows.extend((p, v, d[1][0], d[1][1]) for (p, d), v in zip(chunk, vectors, strict=True))
+            rows, failures = [], []
+            for chunk in self._decoded_chunks(json.loads(paths_json)):
+                good = [(p, d) for p, d in chunk if not isinstance(d, str)]
+                failures += [(p, d) for p, d in chunk if isinstance(d, str)]
+                if good:
+                    vectors = self.embedder.embed(np.stack([d[0] for _, d in good]))
+                    rows.extend((p, v, d[1][0], d[1][1]) for (p, d), v in zip(good, vectors, strict=True))
             table = _shard_table(rows, self.dim, self.model_id, self.revision, shard, failures)
             # Ray Data keeps columns, not schema metadata: the shard number goes in a column, and one marker row
             # (path null) per shard carries its row count and failures.
