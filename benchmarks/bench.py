@@ -361,6 +361,53 @@ def bench_processor(rounds: int, have_hf: bool) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------ vit embed
+def bench_embed(rounds: int, images: int = 96) -> dict:
+    """`vit embed`'s local engine against the plain loop a user would write, folder in, embeddings out.
+
+    ViT-S/16 at 224 on JPEG copies of the test photos. Both load the model and the processor, read every file
+    and embed it with batches of 32; the engine overlaps decoding with the model and writes Parquet. The ratio
+    engine / loop is what the overlap buys.
+    """
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from vit import ViTConfig, ViTImageProcessor, ViTModel
+    from vit.embed import embed_images
+
+    torch.manual_seed(0)
+    model_dir, source, out_root = (tempfile.mkdtemp(prefix=f"vit-bench-embed-{n}-") for n in ("model", "src", "out"))
+    ViTModel(ViTConfig.from_preset("vit-small-patch16-224"), add_pooling_layer=False).save_pretrained(model_dir)
+    ViTImageProcessor().save_pretrained(model_dir)
+    photos = sorted((ROOT / "tests" / "fixtures" / "image_processor" / "images").iterdir())
+    for i in range(images):
+        Image.open(photos[i % len(photos)]).convert("RGB").save(os.path.join(source, f"{i:04d}.jpg"), quality=90)
+    paths = sorted(os.path.join(source, n) for n in os.listdir(source))
+    batch_size = 32
+
+    def plain_loop() -> None:
+        model = ViTModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+        processor = ViTImageProcessor.from_pretrained(model_dir)
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                pixels = processor(paths[start:start + batch_size], return_tensors="pt").pixel_values
+                model(pixels).last_hidden_state[:, 0].numpy()
+
+    def engine() -> None:
+        embed_images(source, os.path.join(out_root, "out.parquet"), model_dir, batch_size=batch_size,
+                     overwrite=True, progress=False)
+
+    try:
+        rates = timed_rounds({"vit embed (local engine)": engine, "plain loop": plain_loop}, images, rounds)
+    finally:
+        for folder in (model_dir, source, out_root):
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"images": images, "batch": batch_size, "images/s": rates,
+            "ratio engine / loop": ratio(rates, "vit embed (local engine)", "plain loop")}
+
+
 # ------------------------------------------------------------------------------------ load time, memory
 LOAD_SNIPPET = """
 import os, sys, time, warnings
@@ -450,6 +497,8 @@ def main(argv: list[str] | None = None) -> Path:
         results["inference"][label] = entry
     print("image processor ...", flush=True)
     results["image processor (to 224)"] = bench_processor(rounds, have_hf)
+    print("vit embed pipeline ...", flush=True)
+    results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
     if not args.quick:
         print("training step ...", flush=True)
         results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)

@@ -275,6 +275,143 @@ def _run_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, script, "--quick"])
 
 
+# ---------------------------------------------------------------- attention, features, embed, neighbours
+def _add_explain_and_embed(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+
+    p = sub.add_parser("attention", help="draw what the model attends to, over each image (PNG)",
+                       description="Write one PNG per image: the attention map over the image at its own size, "
+                                   "with a colour bar; --method heads draws one panel per head.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    p.add_argument("--model", help="an HF-format model folder (default: the embedded digits demo model)")
+    p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
+    p.add_argument("--method", choices=METHODS, default="rollout",
+                   help="rollout: attention rollout over all layers; last-layer: the class token's attention in "
+                        "the last layer; heads: that, per head (default: rollout)")
+    p.add_argument("--out", default="vit-maps", help="the folder to write the PNGs to (default: vit-maps)")
+    p = sub.add_parser("features", help="colour the patches by the PCA of their features (DINOv2 style, PNG)",
+                       description="Write one PNG per image: the image beside its patches coloured by the first "
+                                   "three principal components of the patch features, fitted on all the images.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    p.add_argument("--model", help="an HF-format model folder (default: the embedded digits demo model)")
+    p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
+    p.add_argument("--background-threshold", type=float, default=None,
+                   help="patches whose first component (scaled to [0, 1]) is below this are background (black)")
+    p.add_argument("--out", default="vit-maps", help="the folder to write the PNGs to (default: vit-maps)")
+    p = sub.add_parser("embed", help="embed a folder or a list of images into Parquet (local or Ray)",
+                       description="One row per image (path, embedding, model, revision, width, height), written "
+                                   "by shards, each atomically; --resume skips the finished shards. Unreadable "
+                                   "images are listed in OUT/_failures.tsv and never stop the run.")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a folder (walked recursively) or a text file of paths; with --engine ray also anything "
+                        "ray.data.read_images reads")
+    p.add_argument("--model", help="an HF-format model folder (default: the embedded digits demo model)")
+    p.add_argument("--out", required=True, help="the output folder, e.g. embeddings.parquet")
+    p.add_argument("--pool", choices=["cls", "mean", "pooler", "image_embeds"], default="cls")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: ray.init() joins RAY_ADDRESS when set, else starts a local instance")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
+    p.add_argument("--shard-size", type=int, default=1024, help="images per Parquet shard (default: 1024)")
+    p.add_argument("--workers", type=int, help="Ray actors (default: one per CPU, or per GPU share)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs for each actor (default: 0)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    p = sub.add_parser("neighbours", help="find the images of an embedding index nearest to a query image",
+                       description="Embed QUERY_IMAGE with the index's model and pooling and print the k most "
+                                   "similar images by cosine similarity.")
+    p.add_argument("query", metavar="QUERY_IMAGE")
+    p.add_argument("--index", required=True, help="a folder written by vit embed")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--model", help="the model folder (default: the one recorded in the index)")
+    p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
+
+
+def _open_for_drawing(processor, path: str):
+    from PIL import ImageOps
+
+    image = processor._open(path)
+    return ImageOps.exif_transpose(image) if processor.apply_exif_orientation else image
+
+
+def _png_name(out_dir: str, path: str, suffix: str, used: set[str]) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, number = f"{stem}.{suffix}.png", 1
+    while name in used:  # two inputs with the same name in different folders
+        number += 1
+        name = f"{stem}-{number}.{suffix}.png"
+    used.add(name)
+    return os.path.join(out_dir, name)
+
+
+def _save_png(image, path: str) -> None:
+    from .files import atomic_write
+
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def _run_pictures(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import explain
+    from .embed import load_model, load_processor
+    from .errors import ImageError
+
+    model_dir = args.model or demo_model_dir()
+    model = load_model(model_dir, args.framework)
+    processor = load_processor(model_dir, model.config)
+    files, failures, _ = collect_images(args.images)
+    opened = []
+    for path in files:
+        try:
+            image = _open_for_drawing(processor, path)
+            opened.append((path, image, processor(image, return_tensors="np").pixel_values))
+        except ImageError as err:
+            failures.append((path, str(err)))
+    os.makedirs(args.out, exist_ok=True)
+    used: set[str] = set()
+    if args.command == "features" and opened:
+        features = [explain.patch_features(model, pixels)[0] for _, _, pixels in opened]
+        colours = explain.pca_rgb(np.stack(features), args.background_threshold)  # one PCA for all the images
+        for (path, image, _), rgb in zip(opened, colours, strict=True):
+            target = _png_name(args.out, path, "features", used)
+            _save_png(explain.features_panel(image, rgb), target)
+            print(target)
+    for path, image, pixels in opened if args.command == "attention" else []:
+        grid_map = explain.attention_map(model, pixels, args.method)[0]
+        picture = (explain.heads_grid(image, grid_map) if args.method == "heads"
+                   else explain.overlay_heatmap(image, grid_map))
+        target = _png_name(args.out, path, args.method, used)
+        _save_png(picture, target)
+        print(target)
+    for path, reason in failures:
+        print(f"vit {args.command}: failed: {path}: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from .embed import embed_images
+
+    summary = embed_images(args.source, args.out, args.model or demo_model_dir(), pool=args.pool,
+                           batch_size=args.batch_size, framework=args.framework, engine=args.engine,
+                           resume=args.resume, shard_size=args.shard_size, workers=args.workers,
+                           gpus_per_worker=args.gpus_per_worker, progress=args.progress)
+    failures = summary["failures"]
+    print(f"wrote {summary['rows']} embeddings to {summary['out']}"
+          + (f"; {failures} unreadable images are listed in {os.path.join(summary['out'], '_failures.tsv')}"
+             if failures else ""))
+    return 0
+
+
+def _run_neighbours(args: argparse.Namespace) -> int:
+    from .embed import neighbours
+
+    for rank, (path, score) in enumerate(neighbours(args.query, args.index, args.k, args.model, args.framework), 1):
+        print(f"{rank:>3}  {score:.4f}  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vit", description="One Vision Transformer in PyTorch, TensorFlow and JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_info(sub)
     _add_bench(sub)
+    _add_explain_and_embed(sub)
     return parser
 
 
 COMMANDS = {"classify": _run_classify, "convert": _run_convert, "export": _run_export, "info": _run_info,
-            "bench": _run_bench}
+            "bench": _run_bench,
+            "attention": _run_pictures, "features": _run_pictures, "embed": _run_embed, "neighbours": _run_neighbours}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
