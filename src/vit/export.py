@@ -15,13 +15,13 @@ the tolerance raises `ExportError` and leaves nothing behind.
 - LiteRT and SavedModel (from TensorFlow), StableHLO (from JAX): dynamic batch, a fixed image size.
 
 Example:
-    >>> from vit.export import export_onnx, run_onnx
-    >>> report = export_onnx("tests/fixtures/vit-tiny-p8-32/classification/safetensors", "/tmp/vit.onnx")
-    >>> report.ok, report.output_names
-    (True, ('logits',))
     >>> import numpy as np
-    >>> run_onnx("/tmp/vit.onnx", np.zeros((2, 3, 48, 40), np.float32))["logits"].shape
-    (2, 10)
+    >>> from vit.export import export_stablehlo, run_stablehlo
+    >>> report = export_stablehlo("tests/fixtures/vit-tiny-p8-32/classification/safetensors", "/tmp/vit-tiny.bin")
+    >>> report.ok, report.output_names, report.max_abs_diff < 1e-4
+    (True, ('logits',), True)
+    >>> run_stablehlo("/tmp/vit-tiny.bin", np.zeros((5, 3, 32, 32), np.float32))["logits"].shape
+    (5, 10)
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from .files import atomic_path, resolve_local_folder
 FORMATS = ("onnx", "tflite", "savedmodel", "stablehlo")
 FP32_TOLERANCE = 1e-4
 # Quantised artifacts are compared with the float32 model relative to the size of its outputs:
-# max |difference| <= tolerance * max |float32 output|. Measured on the digits demo model and the tiny
-# conformance models (tests/test_export.py): int8 reaches about 0.02-0.05, fp16 about 1e-3.
-QUANTIZED_TOLERANCE = {"int8": 0.15, "fp16": 0.01}
+# max |difference| <= tolerance * max |float32 output|. Measured (tests/test_export.py, README): int8 up to
+# about 0.04 of the output scale, fp16 up to about 8e-4; the bounds leave room for other weights.
+QUANTIZED_TOLERANCE = {"int8": 0.1, "fp16": 0.005}
 OUTPUT_NAMES = {"classification": ("logits",), "base": ("last_hidden_state", "pooler_output"),
                 "mim": ("reconstruction",)}
 CHECK_BATCH = 2  # the check runs two images, so a batch axis that was wrongly fixed to 1 fails
@@ -434,6 +434,7 @@ def export_tflite(model_dir: str | os.PathLike, out_path: str | os.PathLike, ima
     if quantize not in (None, "int8", "fp16"):
         raise ExportError(f"LiteRT export quantises to int8 or fp16, got quantize={quantize!r}.")
     import tensorflow as tf
+
     # Freezing the variables into constants: the converter otherwise keeps Keras 3's resource variables as
     # VAR_HANDLE/READ_VARIABLE ops, which the standalone interpreter reads as uninitialised (NaN outputs).
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
