@@ -338,7 +338,7 @@ def test_quantized_accuracy_on_held_out_digits(tmp_path, digits, digits_fp32, fm
     report = export.EXPORTERS[fmt](folder, q_path, quantize=quantize)
     assert report.relative and report.tolerance == export.QUANTIZED_TOLERANCE[quantize]
     quantized = RUN[fmt](q_path, pixels)["logits"]
-    assert os.path.getsize(q_path) < os.path.getsize(fp32_path)
+    assert os.path.getsize(q_path) < 0.7 * os.path.getsize(fp32_path)  # measured 38-57%
     fp32_accuracy = float((fp32.argmax(-1) == labels).mean())
     accuracy = float((quantized.argmax(-1) == labels).mean())
     agreement = float((quantized.argmax(-1) == fp32.argmax(-1)).mean())
