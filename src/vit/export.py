@@ -39,7 +39,7 @@ import numpy as np
 
 from .config import ViTConfig
 from .errors import ViTError
-from .files import atomic_path, resolve_local_folder
+from .files import atomic_path
 
 FORMATS = ("onnx", "tflite", "savedmodel", "stablehlo")
 FP32_TOLERANCE = 1e-4
@@ -118,7 +118,8 @@ def head_of(config: ViTConfig) -> str:
 def _load(framework: str, model_dir: str | os.PathLike):
     import vit
 
-    folder = resolve_local_folder(model_dir, "config.json and weights")
+    # from_pretrained resolves MODEL (and explains what to do when it is not a local folder).
+    folder = os.fspath(model_dir)
     config = ViTConfig.from_pretrained(folder)
     head = head_of(config)
     name = {"classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling", "base": "ViTModel"}[head]
