@@ -44,9 +44,10 @@ from .files import atomic_path
 FORMATS = ("onnx", "tflite", "savedmodel", "stablehlo")
 FP32_TOLERANCE = 1e-4
 # Quantised artifacts are compared with the float32 model relative to the size of its outputs:
-# max |difference| <= tolerance * max |float32 output|. Measured (tests/test_export.py, README): int8 up to
-# about 0.04 of the output scale, fp16 up to about 8e-4; the bounds leave room for other weights.
-QUANTIZED_TOLERANCE = {"int8": 0.1, "fp16": 0.005}
+# max |difference| <= tolerance * max |float32 output|. Measured: int8 about 0.04 on the trained digits model
+# and up to 0.2 on random-weight ViT-S/16 (small logits, make bench); fp16 up to about 8e-4. The bound
+# catches a broken artifact; the accuracy cost is measured on real data (tests/test_export.py, README).
+QUANTIZED_TOLERANCE = {"int8": 0.3, "fp16": 0.005}
 OUTPUT_NAMES = {"classification": ("logits",), "base": ("last_hidden_state", "pooler_output"),
                 "mim": ("reconstruction",)}
 CHECK_BATCH = 2  # the check runs two images, so a batch axis that was wrongly fixed to 1 fails
@@ -362,7 +363,11 @@ def run_onnx(path: str | os.PathLike, pixel_values: np.ndarray, bool_masked_pos:
 
 # ------------------------------------------------------------------------------- TensorFlow: SavedModel, LiteRT
 def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, int]):
-    """A tf.function with a dynamic-batch signature that returns the outputs by name."""
+    """A tf.function with a dynamic-batch signature that returns the outputs by name.
+
+    Traced without autograph: the model branches only on static shapes, and autograph would convert these
+    closures from their source text.
+    """
     import tensorflow as tf
 
     config = model.config
@@ -372,13 +377,13 @@ def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, 
         patches = (image_hw[0] // config.patch_hw[0]) * (image_hw[1] // config.patch_hw[1])
         specs.append(tf.TensorSpec((None, patches), tf.bool, name="bool_masked_pos"))
 
-        @tf.function(input_signature=specs)
+        @tf.function(input_signature=specs, autograph=False)
         def serve(pixel_values, bool_masked_pos):
             out = model(pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate, training=False)
             return {n: getattr(out, n) for n in names}
     else:
 
-        @tf.function(input_signature=specs)
+        @tf.function(input_signature=specs, autograph=False)
         def serve(pixel_values):
             out = model(pixel_values, interpolate_pos_encoding=interpolate, training=False)
             return {n: getattr(out, n) for n in names}
@@ -448,7 +453,7 @@ def export_tflite(model_dir: str | os.PathLike, out_path: str | os.PathLike, ima
     specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in zip(input_names, frozen.inputs, strict=True)]
 
     # The frozen function returns a flat list; this wrapper gives the signature its output names back.
-    @tf.function(input_signature=specs)
+    @tf.function(input_signature=specs, autograph=False)
     def named(*args):
         return dict(zip(names, frozen(*args), strict=True))
 
