@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -205,6 +206,41 @@ def pytorch_fast_paths(ours, rounds: int) -> dict:
                  "bf16": float((bf16(xb).logits.float().argmax(-1) == ref.argmax(-1)).float().mean())}
     return {"images/s": rates, "max |logits diff| vs fp32": deltas, "top-1 agreement vs fp32": agree,
             "logits scale (max |fp32 logit|)": float(ref.abs().max())}
+
+
+def bench_onnxruntime(w: Weights, batches: list[int], rounds: int) -> dict:
+    """`vit export onnx` in fp32 and int8 under onnxruntime, against our PyTorch eager model, same input."""
+    import onnxruntime as ort
+    import torch
+
+    from vit import ViTForImageClassification
+    from vit.export import export_onnx
+
+    ours = ViTForImageClassification.from_pretrained(w.folder).eval()
+    out: dict = {}
+    sessions = {}
+    for quantize in (None, "int8"):
+        path = os.path.join(w.folder, f"model-{quantize or 'fp32'}.onnx")
+        start = time.perf_counter()
+        report = export_onnx(w.folder, path, quantize=quantize)
+        out[f"export {quantize or 'fp32'}"] = {"seconds": time.perf_counter() - start, "max |diff| in the check": report.max_abs_diff,
+                                               "file MiB": os.path.getsize(path) / 2**20}
+        sessions[quantize or "fp32"] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in batches:
+        x = np.random.default_rng(batch).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        variants = {"PyTorch eager (ours)": lambda xt=xt: ours(xt)}
+        variants.update({f"onnxruntime {name}": lambda s=s, x=x: s.run(None, {"pixel_values": x})
+                         for name, s in sessions.items()})
+        with torch.inference_mode():
+            res = timed_rounds(variants, batch, rounds)
+            ref = ours(xt).logits.numpy()
+        for name, s in sessions.items():
+            logits = s.run(None, {"pixel_values": x})[0]
+            res[f"max |logits diff| {name} vs PyTorch"] = float(np.abs(logits - ref).max())
+            res[f"top-1 agreement {name} vs PyTorch"] = float((logits.argmax(-1) == ref.argmax(-1)).mean())
+        out[f"batch {batch}"] = res
+    return out
 
 
 def bench_tensorflow(w: Weights, batches: list[int], rounds: int, have_hf_tf: bool, eager: bool) -> dict:
@@ -491,6 +527,10 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"{label}: Flax ...", flush=True)
         entry["flax"] = bench_flax(w, batches, rounds, have_hf)
         gc.collect()
+        if not args.quick and importlib.util.find_spec("onnxruntime") is not None:  # the export extra
+            print(f"{label}: onnxruntime (vit export onnx) ...", flush=True)
+            entry["onnxruntime"] = bench_onnxruntime(w, [b for b in batches if b in (1, 8)], rounds)
+            gc.collect()
         if label == "B/16" and not args.quick:
             print("B/16: load time and memory ...", flush=True)
             results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)

@@ -69,24 +69,48 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export an HF folder to a timm state dict or an original-JAX .npz")
-    p.add_argument("target", choices=["timm", "jax"])
-    p.add_argument("folder", help="an HF-format folder or a hub id")
-    p.add_argument("out_file", help="a .safetensors file (timm) or a .npz file (jax)")
+    p = sub.add_parser("export", help="export a model folder for deployment (onnx, tflite, savedmodel, stablehlo) "
+                                      "or to a timm state dict / original-JAX .npz",
+                       description="onnx, tflite, savedmodel and stablehlo run the artifact in its own runtime "
+                                   "and compare it with the framework model before writing it; the input is "
+                                   "pixel_values (NCHW float32), the outputs are named after the model's head.")
+    p.add_argument("target", choices=["onnx", "tflite", "savedmodel", "stablehlo", "timm", "jax"])
+    p.add_argument("folder", metavar="MODEL", help="a model folder or a hub id")
+    p.add_argument("out_file", metavar="OUT", help="the file (or SavedModel folder) to write")
     _add_revision(p)
     p.add_argument("--numbering", choices=["old", "new"], default="old",
-                   help="JAX module numbering: the released checkpoints' (old) or current Flax's (new)")
+                   help="jax: module numbering of the released checkpoints (old) or current Flax's (new)")
+    p.add_argument("--opset", type=int, help="onnx: the ONNX opset (default: the exporter's)")
+    p.add_argument("--static", action="store_true",
+                   help="onnx: fix the image size to the config's (default: dynamic height and width)")
+    p.add_argument("--quantize", choices=["int8", "fp16"],
+                   help="onnx: int8 (onnxruntime dynamic quantisation); tflite: int8 (dynamic range) or fp16")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="tflite, stablehlo: the fixed image size (default: the config's)")
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .convert import export_jax, export_timm
-
     folder = _hub_folder(args.folder, args.revision)
-    if args.target == "timm":
-        export_timm(folder, args.out_file)
-    else:
-        export_jax(folder, args.out_file, args.numbering)
-    print(f"wrote {args.out_file}")
+    if args.target in ("timm", "jax"):
+        from .convert import export_jax, export_timm
+
+        if args.target == "timm":
+            export_timm(folder, args.out_file)
+        else:
+            export_jax(folder, args.out_file, args.numbering)
+        print(f"wrote {args.out_file}")
+        return 0
+    from . import export
+
+    options = {"onnx": dict(opset=args.opset, static=args.static, quantize=args.quantize),
+               "tflite": dict(image_size=args.image_size, quantize=args.quantize),
+               "savedmodel": {}, "stablehlo": dict(image_size=args.image_size)}[args.target]
+    given = {"--opset": args.opset is not None, "--static": args.static, "--quantize": args.quantize is not None,
+             "--image-size": args.image_size is not None}
+    unused = [flag for flag, on in given.items() if on and flag.lstrip("-").replace("-", "_") not in options]
+    if unused:
+        raise export.ExportError(f"{', '.join(unused)} does not apply to {args.target} export.")
+    print(export.EXPORTERS[args.target](folder, args.out_file, **options).summary())
     return 0
 
 
