@@ -79,7 +79,7 @@ def test_info_describes_a_folder():
 
 def test_convert_and_export(tmp_path):
     result = vit("convert", str(FIXTURES / "timm-vit-tiny-p8-32" / "model.safetensors"), str(tmp_path / "out"),
-                 "--num-attention-heads", "4")
+                 "--num-attention-heads", "4", "--pooling", "cls")
     assert result.returncode == 0, result.stderr
     result = vit("export", "jax", str(tmp_path / "out"), str(tmp_path / "model.npz"))
     assert result.returncode == 0 and np.load(tmp_path / "model.npz")["cls"].shape == (1, 1, 32)

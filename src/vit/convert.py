@@ -42,6 +42,8 @@ TIMM_UNSUPPORTED = (
     ("norm_pre", "a pre-norm before the blocks"),
     (".q_bias", "separate q/v biases"),
 )
+# timm's global_pool values that vit has; 'avgmax', 'max', 'map' and '' (no pooling) it does not.
+TIMM_POOLING = {"token": "cls", "avg": "mean"}
 # The released checkpoints use old Flax numbering; current Flax numbers the block's submodules anew.
 JAX_NEW_TO_OLD = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1", "LayerNorm_1": "LayerNorm_2",
                   "MlpBlock_0": "MlpBlock_3"}
@@ -141,8 +143,14 @@ def from_timm(
     num_labels: int | None = None,
     resize_method: str = "bicubic_antialias",
     processor: dict[str, Any] | None = None,
+    global_pool: str | None = None,
 ) -> Converted:
-    """A timm `VisionTransformer` state dict -> canonical. `image_size` also resizes the position grid."""
+    """A timm `VisionTransformer` state dict -> canonical. `image_size` also resizes the position grid.
+
+    `global_pool` is timm's own setting (a timm hub folder's config.json has it). A state dict with a class token
+    and no fc_norm does not reveal whether timm pooled the class token or averaged the tokens, so without
+    `global_pool` or `pooling` it is refused rather than guessed.
+    """
     _check_timm_supported(state)
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         raise CheckpointError("Not a timm VisionTransformer state dict: no patch_embed.proj.weight / pos_embed.")
@@ -167,8 +175,23 @@ def from_timm(
             "timm tensor 'pos_embed' has no class-token row (no_embed_class=True), which vit does not support. "
             "If the model has a class row on a non-square grid instead, pass --image-size HEIGHT WIDTH."
         )
+    if global_pool is not None:
+        if global_pool not in TIMM_POOLING:
+            raise CheckpointError(f"timm global_pool={global_pool!r} is not supported; vit pools with 'token' or 'avg'.")
+        if pooling is not None and pooling != TIMM_POOLING[global_pool]:
+            raise CheckpointError(f"The timm config says global_pool={global_pool!r}, which conflicts with "
+                                  f"--pooling {pooling}; drop --pooling.")
+        pooling = TIMM_POOLING[global_pool]
     if pooling is None:
-        pooling = "mean" if fc_norm or not class_token else "cls"
+        if class_token and not fc_norm:
+            # Both global_pool='token' and global_pool='avg' with fc_norm=False give exactly these tensors.
+            raise CheckpointError(
+                "The timm state dict has a class token and no fc_norm, so it does not say whether the model pools "
+                "the class token (timm's global_pool='token') or averages the tokens (global_pool='avg', "
+                "fc_norm=False); pass --pooling cls or --pooling mean (pooling=...), or convert the timm folder "
+                "whose config.json names global_pool."
+            )
+        pooling = "mean"  # fc_norm, or no class token: timm averages
     if fc_norm and pooling != "mean":
         raise CheckpointError("The checkpoint has fc_norm, which timm uses only with average pooling; drop --pooling cls.")
     labels = state["head.weight"].shape[0] if "head.weight" in state else 0
@@ -386,11 +409,13 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
             size=dict(zip(("height", "width"), target.image_hw, strict=True)))
         converted = Converted(target, fitted, processor, head)
     elif kind == "timm":
-        file, recipe = source, None
+        file, recipe, global_pool = source, None, None
         if os.path.isdir(source):
             file = find_weights_file(source)
             recipe = _timm_recipe(os.path.join(source, "config.json"))
-        converted = from_timm(_read_arrays(file), processor=recipe, **_only(options, from_timm),
+            global_pool = _timm_global_pool(os.path.join(source, "config.json"))
+        converted = from_timm(_read_arrays(file), processor=recipe, global_pool=global_pool,
+                              **_only(options, from_timm),
                               **({"resize_method": resize_method} if resize_method else {}))
     elif kind == "jax":
         converted = from_jax(_read_arrays(source), **_only(options, from_jax),
@@ -409,6 +434,16 @@ def _only(options: dict[str, Any], function) -> dict[str, Any]:
     if unused:
         raise CheckpointError(f"Options {unused} do not apply to this kind of checkpoint.")
     return {k: v for k, v in options.items() if v is not None and k in accepted}
+
+
+def _timm_global_pool(config_path: str) -> str | None:
+    """The global_pool a timm hub folder's config.json records (top level, or in model_args), if any."""
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as f:
+        data = json.load(f)
+    pool = data.get("global_pool", (data.get("model_args") or {}).get("global_pool"))
+    return pool if isinstance(pool, str) else None
 
 
 def _timm_recipe(config_path: str) -> dict[str, Any] | None:
