@@ -278,3 +278,69 @@ def test_timm_folder_global_pool_token_and_conflicts(tmp_path):
     (folder / "config.json").write_text('{"architecture": "vit_tiny", "global_pool": "avgmax"}')
     with pytest.raises(CheckpointError, match="avgmax"):
         convert_checkpoint(str(folder), str(tmp_path / "c"), num_attention_heads=4)
+
+
+# ---- issue 11 item 14: HF sources honour the flags and keep their head; export takes every head
+HF_TINY = FIXTURES / "vit-tiny-p8-32"
+
+
+def test_hf_mim_folder_keeps_its_decoder_and_gains_no_pooler(tmp_path):
+    source = HF_TINY / "mim" / "safetensors"
+    result = cli(str(source), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    config = ViTConfig.from_pretrained(tmp_path)
+    assert config.extra["architectures"] == ["ViTForMaskedImageModeling"]
+    a, b = read_canonical(str(tmp_path), config), read_canonical(str(source), config)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_hf_base_folder_without_pooler_gains_no_random_pooler(tmp_path):
+    config = ViTConfig.from_pretrained(HF_TINY / "base" / "safetensors")
+    state = read_canonical(str(HF_TINY / "base" / "safetensors"), config)
+    without_pooler = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    save_checkpoint(str(tmp_path / "src"), config, without_pooler, "base", architecture="ViTModel")
+    result = cli(str(tmp_path / "src"), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    out = read_canonical(str(tmp_path / "out"), config)
+    assert set(out) == set(without_pooler) and all(np.array_equal(out[k], without_pooler[k]) for k in out)
+
+
+@pytest.mark.parametrize("flag, value, ok", [("--num-labels", "7", False), ("--num-labels", "10", True),
+                                             ("--num-attention-heads", "8", False), ("--num-attention-heads", "4", True)])
+def test_hf_source_checks_labels_and_heads(tmp_path, flag, value, ok):
+    result = cli(str(HF_TINY / "classification" / "safetensors"), str(tmp_path / "out"), flag, value)
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        assert flag in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("target", ["timm", "jax"])
+@pytest.mark.parametrize("head", ["base", "classification", "mim"])
+def test_export_takes_every_head_and_round_trips(tmp_path, head, target):
+    """ViTModel (every in21k and DINO backbone), classification and MIM folders export; what the target has no
+    place for (the SimMIM decoder) is named on stderr, and the GELU/eps the file cannot record is warned about."""
+    folder = HF_TINY / head / "safetensors"
+    out_file = tmp_path / ("model.safetensors" if target == "timm" else "model.npz")
+    result = subprocess.run([sys.executable, str(ROOT / "conversion" / "export.py"), target, str(folder), str(out_file)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert ("decoder.0.weight" in result.stderr) == (head == "mim")
+    assert "hidden_act='gelu'" in result.stderr and "1e-12" in result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    flags = dict(layer_norm_eps=1e-12, hidden_act="gelu")
+    if target == "timm":
+        back = from_timm(load_file(str(out_file)), num_attention_heads=4, pooling="cls", **flags)
+    else:
+        back = from_jax(dict(np.load(out_file)), **flags)
+    config = ViTConfig.from_pretrained(folder)
+    source = {k.removeprefix("vit."): v for k, v in read_canonical(str(folder), config).items()}
+    back_state = {k.removeprefix("vit."): v for k, v in back.state.items()}
+    assert set(back_state) == set(source) - {"decoder.0.weight", "decoder.0.bias", "embeddings.mask_token"}
+    assert all(np.array_equal(back_state[k], source[k]) for k in back_state)
+
+
+def test_export_of_a_model_with_the_originals_gelu_and_eps_warns_nothing(official_dir, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "conversion" / "export.py"), "jax", str(official_dir),
+                             str(tmp_path / "model.npz")], capture_output=True, text=True)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

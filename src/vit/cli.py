@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .errors import ViTError
@@ -268,11 +269,14 @@ COMMANDS = {"classify": _run_classify, "convert": _run_convert, "export": _run_e
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (ViTError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"vit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        # A warning is a message for the user of the command, not a pointer into vit's source.
+        warnings.showwarning = lambda message, *_, **__: print(f"vit {args.command}: warning: {message}", file=sys.stderr)
+        try:
+            return COMMANDS[args.command](args)
+        except (ViTError, FileNotFoundError, NotADirectoryError) as err:
+            print(f"vit {args.command}: error: {err}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class Converted:
     head: str = "classification"
 
     def save(self, folder: str) -> None:
-        architecture = "ViTForImageClassification" if self.head == "classification" else "ViTModel"
+        architecture = {"classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling"}.get(
+            self.head, "ViTModel")
         save_checkpoint(folder, self.config, self.state, self.head, ("safetensors",), architecture,
                         extra_files={"preprocessor_config.json": self.processor.to_json_string()})
 
@@ -401,9 +402,14 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
         config = ViTConfig.from_pretrained(source)
         overrides = {k: v for k, v in options.items() if v is not None and k in ("image_size", "layer_norm_eps", "hidden_act", "pooling")}
         state = read_canonical(source, config)
-        head = "classification" if any(k.startswith("classifier.") for k in state) else "base"
+        head = _hf_head(state)
+        _check_hf_options(config, options, labels=state["classifier.weight"].shape[0] if head == "classification" else 0)
         target = config.copy(**overrides) if overrides else config
-        fitted, _ = fit_state_dict(state, target, head, source_config=config, resize_method=resize_method or "bicubic")
+        # Keep exactly the optional tensors the source has: a pooler or mask token it lacks is not made up.
+        bare = {k.removeprefix("vit."): v for k, v in state.items()}
+        fitted, _ = fit_state_dict(state, target, head, add_pooling_layer="pooler.dense.weight" in bare,
+                                   use_mask_token="embeddings.mask_token" in bare, source_config=config,
+                                   resize_method=resize_method or "bicubic")
         processor_file = os.path.join(source, "preprocessor_config.json")
         processor = ViTImageProcessor.from_pretrained(processor_file) if os.path.isfile(processor_file) else ViTImageProcessor(
             size=dict(zip(("height", "width"), target.image_hw, strict=True)))
@@ -424,6 +430,26 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
         raise CheckpointError(f"Unknown source kind {kind!r}; choose auto, hf, timm or jax.")
     converted.save(out_dir)
     return converted
+
+
+def _hf_head(state: dict[str, np.ndarray]) -> str:
+    """"classification", "mim" or "base", from the head tensors an HF state dict holds."""
+    if "classifier.weight" in state:
+        return "classification"
+    if any(k.startswith("decoder.") for k in state):
+        return "mim"
+    return "base"
+
+
+def _check_hf_options(config: ViTConfig, options: dict[str, Any], labels: int | None = None) -> None:
+    """An HF folder states its head count and labels; a flag that disagrees is an error, never ignored."""
+    heads = options.get("num_attention_heads")
+    if heads is not None and heads != config.num_attention_heads:
+        raise CheckpointError(f"The HF config says {config.num_attention_heads} attention heads but "
+                              f"--num-attention-heads says {heads}; drop the flag or fix config.json.")
+    wanted = options.get("num_labels")
+    if labels is not None and wanted is not None and wanted != labels:
+        raise CheckpointError(f"The checkpoint's head has {labels} classes but --num-labels says {wanted}.")
 
 
 def _only(options: dict[str, Any], function) -> dict[str, Any]:
@@ -462,20 +488,74 @@ def _timm_recipe(config_path: str) -> dict[str, Any] | None:
     return recipe
 
 
+# What the original code and timm compute with, whatever the file: tanh GELU in Flax's nn.gelu, erf in timm.
+EXPORT_DEFAULTS = {"jax": ({"gelu_pytorch_tanh", "gelu_new"}, 1e-6), "timm": ({"gelu"}, 1e-6)}
+
+
+def _exportable(folder: str, target: str) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+    """(config, canonical state) of any HF head (ViTModel, classification, MIM) in the names `to_timm`/`to_jax`
+    take. What the target has no place for (the SimMIM decoder, the mask token) is named in a warning."""
+    config = ViTConfig.from_pretrained(folder)
+    state = {k.removeprefix("vit."): v for k, v in read_canonical(folder, config).items()}
+    has_classifier, has_pooler = "classifier.weight" in state, "pooler.dense.weight" in state
+    # The pooler (dense + tanh on the class token) is the original's pre-logits layer; a classifier that reads
+    # the sequence instead leaves it unused.
+    pooler_exported = has_pooler and (not has_classifier or config.classifier_input == "pooler")
+    export_config = config.copy(num_labels=config.num_labels if has_classifier else 0,
+                                classifier_input="pooler" if pooler_exported else "sequence")
+    out = {}
+    for name in parameter_specs(export_config, "classification", add_pooling_layer=pooler_exported):
+        bare = name.removeprefix("vit.")
+        if bare not in state:
+            raise CheckpointError(f"{folder} lacks {name!r}, which the {target} export needs.")
+        out[name] = state.pop(bare)
+    if state:
+        warnings.warn(f"Not exported, because {target}'s ViT has no place for them: {sorted(state)}.", stacklevel=3)
+    activations, eps = EXPORT_DEFAULTS[target]
+    if config.hidden_act not in activations or config.layer_norm_eps != eps:
+        how = ("the original code always runs Flax's tanh GELU and LayerNorm eps 1e-6" if target == "jax" else
+               "timm's VisionTransformer defaults to the erf GELU and LayerNorm eps 1e-6; build it with "
+               "act_layer and norm_layer=partial(nn.LayerNorm, eps=...) to match")
+        warnings.warn(f"This model uses hidden_act={config.hidden_act!r} and layer_norm_eps={config.layer_norm_eps}, "
+                      f"which the {target} file cannot record: {how}, so its outputs will differ slightly. To "
+                      f"convert it back exactly, pass --hidden-act {config.hidden_act} --layer-norm-eps "
+                      f"{config.layer_norm_eps} to vit convert.", stacklevel=3)
+    return export_config, out
+
+
 def export_timm(folder: str, out_file: str) -> None:
-    """An HF-format folder -> a timm state dict in safetensors."""
+    """An HF-format folder (any head) -> a timm state dict in safetensors, written atomically."""
     from safetensors.numpy import save_file
 
-    config = ViTConfig.from_pretrained(folder)
-    state = read_canonical(folder, config)
-    save_file({k: np.ascontiguousarray(v) for k, v in to_timm(state, config).items()}, out_file)
+    config, state = _exportable(folder, "timm")
+    arrays = {k: np.ascontiguousarray(v) for k, v in to_timm(state, config).items()}
+    _write_atomically(out_file, lambda path: save_file(arrays, path))
 
 
 def export_jax(folder: str, out_file: str, numbering: str = "old") -> None:
-    """An HF-format folder -> the original code's `.npz`."""
-    config = ViTConfig.from_pretrained(folder)
-    state = read_canonical(folder, config)
-    np.savez(out_file, **to_jax(state, config, numbering))
+    """An HF-format folder (any head) -> the original code's `.npz`, written atomically."""
+    config, state = _exportable(folder, "jax")
+    arrays = to_jax(state, config, numbering)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:  # a file object, so np.savez does not append ".npz" to the temporary name
+            np.savez(f, **arrays)
+
+    _write_atomically(out_file, write)
+
+
+def _write_atomically(out_file: str, write) -> None:
+    """`write(temporary path)` next to `out_file`, then rename: a failed export leaves no partial file."""
+    folder = os.path.dirname(os.path.abspath(out_file))
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"The folder of {out_file} does not exist; create it first.")
+    temporary = os.path.join(folder, f".{os.path.basename(out_file)}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, out_file)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 __all__ = ["Converted", "convert_checkpoint", "detect_source", "export_jax", "export_timm",
