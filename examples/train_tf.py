@@ -5,8 +5,8 @@
 
 Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
 AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
-To checkpoint every N steps and resume exactly, each Keras "epoch" is N steps of the real schedule and
-`BackupAndRestore` saves at its end. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
+To checkpoint every N steps and resume exactly, `model.fit` runs N steps of the real schedule at a time and
+the weights and optimizer state are saved after each. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
 the GPUs, or over `--cpu-replicas` logical CPU devices when there is no GPU).
 """
 
@@ -18,19 +18,23 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import warnings  # noqa: E402
-
-# The last chunk of steps is usually shorter than --save-every; Keras warns when its data ends early.
-warnings.filterwarnings("ignore", message=".*ran out of data.*")
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, accuracy, random_masks, small_config, training_arguments  # noqa: E402
+from data import (  # noqa: E402
+    ImageFolder,
+    accuracy,
+    min_classes,
+    prepare,
+    pretrained_arguments,
+    random_masks,
+    small_config,
+    training_arguments,
+)
 
-from vit import TFViTForImageClassification, TFViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
+from vit import TFViTForImageClassification, TFViTForMaskedImageModeling  # noqa: E402
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -64,8 +68,7 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
             else:
                 yield pixels, labels
 
-    size = args.image_size
-    pixels = tf.TensorSpec((None, 3, size, size), tf.float32)
+    pixels = tf.TensorSpec((None, 3, *args.image_size), tf.float32)
     if args.task == "simmim":
         signature = {"pixel_values": pixels, "bool_masked_pos": tf.TensorSpec((None, num_patches), tf.bool)}
     else:
@@ -79,25 +82,51 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
 class Report(keras.callbacks.Callback):
     """Evaluation accuracy whenever a real epoch ends, and the loss of every step."""
 
-    def __init__(self, data: ImageFolder, args, per_epoch: int, stop: int) -> None:
+    def __init__(self, data: ImageFolder, args, per_epoch: int, step: int) -> None:
         super().__init__()
-        self.data, self.args, self.per_epoch, self.stop, self.losses = data, args, per_epoch, stop, []
+        self.data, self.args, self.per_epoch, self.losses = data, args, per_epoch, []
+        self.step, self.first = step, step
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["last_loss"]))
+        self.step += 1
+
+    def on_epoch_begin(self, chunk, logs=None):
+        self.first = self.step
 
     def on_epoch_end(self, chunk, logs=None):
-        first, step = chunk * self.args.save_every, min(self.stop, (chunk + 1) * self.args.save_every)
-        if self.args.task == "classify" and step // self.per_epoch > first // self.per_epoch:
-            print(f"epoch {step // self.per_epoch}: eval accuracy {evaluate(self.model, self.data, self.args.batch_size):.3f}",
+        if self.args.task == "classify" and self.step // self.per_epoch > self.first // self.per_epoch:
+            print(f"epoch {self.step // self.per_epoch}: eval accuracy {evaluate(self.model, self.data, self.args.batch_size):.3f}",
                   file=sys.stderr)
+
+
+STEP_RECORD = "steps_done.json"
+WEIGHTS = "latest.weights.h5"  # the model's and the optimizer's variables (Keras' weights-only format)
+
+
+def save_checkpoint(model, folder: str, step: int) -> None:
+    """The weights, optimizer state and step count after `step` steps, each file replaced atomically."""
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, "partial." + WEIGHTS)
+    model.save_weights(temporary)
+    os.replace(temporary, os.path.join(folder, WEIGHTS))
+    with open(os.path.join(folder, STEP_RECORD + ".tmp"), "w") as f:
+        json.dump({"step": step}, f)
+    os.replace(os.path.join(folder, STEP_RECORD + ".tmp"), os.path.join(folder, STEP_RECORD))
+
+
+def restore_checkpoint(model, folder: str) -> int:
+    """Load the checkpoint in `folder` into the (compiled) model; the number of steps it had done."""
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(folder, WEIGHTS))
+    with open(os.path.join(folder, STEP_RECORD)) as f:
+        return int(json.load(f)["step"])
 
 
 def build(args, classes: list[str]):
     cls = TFViTForMaskedImageModeling if args.task == "simmim" else TFViTForImageClassification
     if args.model:
-        return cls.from_pretrained(args.model, num_labels=len(classes), id2label=dict(enumerate(classes)),
-                                   ignore_mismatched_sizes=True)
+        return cls.from_pretrained(args.model, **pretrained_arguments(args, classes))
     keras.utils.set_random_seed(args.seed)
     return cls(small_config(len(classes), args.image_size, classes))
 
@@ -114,8 +143,8 @@ def main() -> None:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if args.mixed_precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    processor = ViTImageProcessor(size=args.image_size)
-    data = ImageFolder(args.data, processor, seed=args.seed)
+    processor = prepare(args)
+    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * per_epoch
     stop = min(total, args.max_steps or total)
@@ -124,20 +153,23 @@ def main() -> None:
         model = build(args, data.classes)
         model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total),
                                                        weight_decay=0.05))
-    report = Report(data, args, per_epoch, stop)
     backup_dir = os.path.join(args.out, "checkpoint")
     if not args.resume and os.path.isdir(backup_dir):
         raise SystemExit(f"{backup_dir} exists; pass --resume to continue or choose another --out.")
-    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False)
-    # Each Keras epoch is `save_every` steps; BackupAndRestore restarts at the chunk it saved last, and the
-    # dataset starts at that chunk's first step.
-    metadata = os.path.join(backup_dir, "training_metadata.json")
-    first_chunk = json.load(open(metadata))["epoch"] if args.resume and os.path.isfile(metadata) else 0
-    dataset = step_batches(data, args, model.config.num_patches, first_chunk * args.save_every, stop)
-    chunks = math.ceil(stop / args.save_every)
-    if first_chunk < chunks:
-        model.fit(dataset, epochs=chunks, steps_per_epoch=args.save_every, callbacks=[backup, report],
-                  verbose=1 if sys.stderr.isatty() else 2)
+    done = 0
+    if args.resume and os.path.isfile(os.path.join(backup_dir, STEP_RECORD)):
+        with strategy.scope():
+            done = restore_checkpoint(model, backup_dir)
+        print(f"resumed from step {done}", file=sys.stderr)
+    report = Report(data, args, per_epoch, done)
+    # One `fit` per checkpoint interval, each exactly as long as its data: a Keras epoch that runs out of data
+    # changes the weights (by about 5e-5 here), so a short last interval must not be an epoch of --save-every.
+    while done < stop:
+        steps = min(args.save_every, stop - done)
+        model.fit(step_batches(data, args, model.config.num_patches, done, done + steps), epochs=1,
+                  steps_per_epoch=steps, callbacks=[report], verbose=1 if sys.stderr.isatty() else 2)
+        done += steps
+        save_checkpoint(model, backup_dir, done)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     print(json.dumps({"steps": stop, "losses": report.losses, "devices": strategy.num_replicas_in_sync,
