@@ -167,3 +167,39 @@ def test_a_missing_framework_is_a_one_line_error(tmp_path):
                              "--framework", "tf"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode != 0 and "TensorFlow" in result.stderr and "not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- issue 11 item 18: vit bench writes outside the source tree and says what is missing
+@pytest.mark.parametrize("given", [False, True])
+def test_bench_writes_to_a_temporary_folder_or_out(monkeypatch, tmp_path, given):
+    import subprocess as subprocess_module
+
+    from vit.cli import main
+
+    calls = []
+    monkeypatch.setattr(subprocess_module, "call", lambda command: calls.append(command) or 0)
+    assert main(["bench", *(["--out", str(tmp_path)] if given else [])]) == 0
+    command = calls[0]
+    out = Path(command[command.index("--out") + 1])
+    assert "--quick" in command and out.is_dir()
+    assert out == tmp_path if given else Path(__file__).parent.parent.resolve() not in out.resolve().parents
+
+
+def test_bench_without_transformers_says_what_is_missing():
+    results = {
+        "peers": {"transformers": "not importable: ModuleNotFoundError: No module named 'transformers'",
+                  "tf_keras": "available", "timm": "available"},
+        "matmul GFLOP/s (2048x2048 fp32)": {"torch (MKL)": 100.0, "torch (oneDNN)": 90.0, "tensorflow (XLA)": 80.0,
+                                            "jax": 85.0},
+        "inference": {"S/16": {"GFLOPs per image": 9.2, "pytorch": {"batch 8": {"ours": 5.0}},
+                               "tensorflow": {"batch 8": {"ours XLA": 4.0}}, "flax": {"batch 8": {"ours jit": 4.5}}}},
+    }
+    bench = Path(__file__).parent.parent / "benchmarks"
+    script = f"import json, sys; sys.path.insert(0, {str(bench)!r}); from bench import comparison; " \
+             f"print(comparison(json.loads(sys.argv[1])))"
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(results)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "No comparison with HF transformers" in result.stdout and "No module named 'transformers'" in result.stdout
+    assert "pip install" in result.stdout and "| comparison (batch 8)" not in result.stdout
+    assert "| ViT-S/16 | pytorch (ours) | 5.0 |" in result.stdout

@@ -306,7 +306,9 @@ def _print_results(results, fmt: str) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("bench", help="the quick benchmark against HF transformers (about a minute)")
+    p = sub.add_parser("bench", help="the quick benchmark against HF transformers (about a minute)")
+    p.add_argument("--out", help="the folder for the results JSON (default: a new temporary folder; only "
+                                 "`make bench` writes the source tree's benchmarks/results)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -315,8 +317,10 @@ def _run_bench(args: argparse.Namespace) -> int:
     if not os.path.isfile(script):
         raise ViTError("vit bench runs benchmarks/bench.py from a source checkout; it is not in this installation.")
     import subprocess
+    import tempfile
 
-    return subprocess.call([sys.executable, script, "--quick"])
+    out = args.out or tempfile.mkdtemp(prefix="vit-bench-")
+    return subprocess.call([sys.executable, script, "--quick", "--out", out])
 
 
 def build_parser() -> argparse.ArgumentParser:
