@@ -23,7 +23,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-attention-heads", type=int, help="timm's fused qkv does not reveal the head count")
     p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
                    help="the source's size when its position grid is not square, or a size to resize to")
-    p.add_argument("--pooling", choices=["cls", "mean"], help="override the inferred pooling")
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="the pooling, where the tensors do not tell: a timm state dict with a class token and no "
+                        "fc_norm (timm's global_pool 'token' or 'avg') needs it, unless its folder's config.json says")
     p.add_argument("--layer-norm-eps", type=float, help="default: 1e-6 for timm and JAX")
     p.add_argument("--hidden-act", help="default: gelu (timm), gelu_pytorch_tanh (original JAX)")
     p.add_argument("--num-labels", type=int, help="check the head's number of classes")
