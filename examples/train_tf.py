@@ -4,9 +4,9 @@
         [--batch-size 8] [--lr 1e-3] [--warmup-steps 5] [--save-every 10] [--resume] [--mixed-precision bf16]
 
 Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
-AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
-To checkpoint every N steps and resume exactly, `model.fit` runs N steps of the real schedule at a time and
-the weights and optimizer state are saved after each. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
+AdamW, a progress bar shows loss and throughput, evaluation accuracy is printed after every epoch. To checkpoint
+every N steps and resume exactly, each Keras "epoch" is one step of the real schedule, and the weights and
+optimizer state are saved after every N. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
 the GPUs, or over `--cpu-replicas` logical CPU devices when there is no GPU).
 """
 
@@ -16,11 +16,13 @@ import json
 import math
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from data import (  # noqa: E402
@@ -80,24 +82,38 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
 
 
 class Report(keras.callbacks.Callback):
-    """Evaluation accuracy whenever a real epoch ends, and the loss of every step."""
+    """Every Keras "epoch" is one global step (its number): the loss of every step, a checkpoint every
+    --save-every steps and at the end, a progress line per checkpoint, and evaluation accuracy after each real
+    epoch. Epochs of one step never run out of data, which would change the weights (by about 5e-5 here)."""
 
-    def __init__(self, data: ImageFolder, args, per_epoch: int, step: int) -> None:
+    def __init__(self, data: ImageFolder, args, per_epoch: int, stop: int, backup_dir: str, done: int) -> None:
         super().__init__()
-        self.data, self.args, self.per_epoch, self.losses = data, args, per_epoch, []
-        self.step, self.first = step, step
+        self.data, self.args, self.per_epoch, self.stop, self.backup_dir = data, args, per_epoch, stop, backup_dir
+        self.losses, self.started = [], 0.0
+        self.bar = tqdm(total=stop, initial=done, unit="step", file=sys.stderr, disable=None)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["last_loss"]))
-        self.step += 1
+        rate = self.args.batch_size / (time.perf_counter() - self.started)
+        self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}", img_per_s=f"{rate:.0f}")
+        self.bar.update(1)
 
-    def on_epoch_begin(self, chunk, logs=None):
-        self.first = self.step
+    def on_train_end(self, logs=None):
+        self.bar.close()
 
-    def on_epoch_end(self, chunk, logs=None):
-        if self.args.task == "classify" and self.step // self.per_epoch > self.first // self.per_epoch:
-            print(f"epoch {self.step // self.per_epoch}: eval accuracy {evaluate(self.model, self.data, self.args.batch_size):.3f}",
-                  file=sys.stderr)
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1
+        if step % self.args.save_every == 0 or step == self.stop:
+            save_checkpoint(self.model, self.backup_dir, step)
+            recent = self.losses[-self.args.save_every:]
+            tqdm.write(f"step {step}/{self.stop}: checkpoint saved, mean loss {sum(recent) / len(recent):.3f}",
+                       file=sys.stderr)
+        if self.args.task == "classify" and step % self.per_epoch == 0:
+            tqdm.write(f"epoch {step // self.per_epoch}: eval accuracy "
+                       f"{evaluate(self.model, self.data, self.args.batch_size):.3f}", file=sys.stderr)
 
 
 STEP_RECORD = "steps_done.json"
@@ -161,15 +177,10 @@ def main() -> None:
         with strategy.scope():
             done = restore_checkpoint(model, backup_dir)
         print(f"resumed from step {done}", file=sys.stderr)
-    report = Report(data, args, per_epoch, done)
-    # One `fit` per checkpoint interval, each exactly as long as its data: a Keras epoch that runs out of data
-    # changes the weights (by about 5e-5 here), so a short last interval must not be an epoch of --save-every.
-    while done < stop:
-        steps = min(args.save_every, stop - done)
-        model.fit(step_batches(data, args, model.config.num_patches, done, done + steps), epochs=1,
-                  steps_per_epoch=steps, callbacks=[report], verbose=1 if sys.stderr.isatty() else 2)
-        done += steps
-        save_checkpoint(model, backup_dir, done)
+    report = Report(data, args, per_epoch, stop, backup_dir, done)
+    if done < stop:
+        model.fit(step_batches(data, args, model.config.num_patches, done, stop), initial_epoch=done, epochs=stop,
+                  steps_per_epoch=1, callbacks=[report], verbose=0)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     print(json.dumps({"steps": stop, "losses": report.losses, "devices": strategy.num_replicas_in_sync,
