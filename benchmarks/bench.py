@@ -548,10 +548,25 @@ def main(argv: list[str] | None = None) -> Path:
     path = out_dir / f"{results['date']}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} in {results['seconds']:.0f} s")
-    from report import summarise
-
-    print(summarise(results))
+    print(comparison(results))
     return path
+
+
+def comparison(results: dict) -> str:
+    """The side-by-side summary; without HF transformers there is no peer to compare with, so say what is missing
+    (and how to get it) instead of printing an empty table."""
+    from report import mfu_rows, summarise
+
+    status = results.get("peers", {}).get("transformers", "not checked")
+    if status == "available":
+        return summarise(results)
+    return "\n".join([
+        f"No comparison with HF transformers, which is {status}. The benchmark measures vit against HF side by "
+        "side; install the peers with pip install -e '.[bench]' (transformers==4.57.6 and tf-keras) and run it "
+        "again. vit alone on this machine:",
+        "",
+        *mfu_rows(results),
+    ])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .errors import ViTError
@@ -33,7 +34,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-attention-heads", type=int, help="timm's fused qkv does not reveal the head count")
     p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
                    help="the source's size when its position grid is not square, or a size to resize to")
-    p.add_argument("--pooling", choices=["cls", "mean"], help="override the inferred pooling")
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="the pooling, where the tensors do not tell: a timm state dict with a class token and no "
+                        "fc_norm (timm's global_pool 'token' or 'avg') needs it, unless its folder's config.json says")
     p.add_argument("--layer-norm-eps", type=float, help="default: 1e-6 for timm and JAX")
     p.add_argument("--hidden-act", help="default: gelu (timm), gelu_pytorch_tanh (original JAX)")
     p.add_argument("--num-labels", type=int, help="check the head's number of classes")
@@ -127,7 +130,7 @@ def _run_info(args: argparse.Namespace) -> int:
     from .checkpoint import WEIGHT_FILES
     from .config import ViTConfig
     from .params import parameter_specs
-    from .processor import PROCESSOR_NAME, ViTImageProcessor
+    from .processor import PROCESSOR_NAME, AutoImageProcessor
 
     args.folder = _hub_folder(args.folder, args.revision, processor="optional")
     config = ViTConfig.from_pretrained(args.folder)
@@ -146,7 +149,7 @@ def _run_info(args: argparse.Namespace) -> int:
         "num_labels": config.num_labels, "labels": [config.id2label[i] for i in range(config.num_labels)],
         "weight_formats": [f for f in WEIGHT_FILES if f in files],
         "files": files,
-        "processor": ViTImageProcessor.from_pretrained(processor_path).to_dict() if os.path.isfile(processor_path) else None,
+        "processor": AutoImageProcessor.from_pretrained(processor_path).to_dict() if os.path.isfile(processor_path) else None,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -168,6 +171,39 @@ def demo_model_dir() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (a batch size or top-k of 0 would do nothing, silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# The demo model knows sklearn's 8x8 grayscale digit scans; a colour image or one this large is plainly not one.
+DIGIT_SCAN_MAX_SIDE = 64
+DIGIT_SCAN_MAX_CHANNEL_SPREAD = 16  # grey levels by which R, G and B may differ in a grayscale scan saved as RGB
+
+
+def looks_like_digit_scan(path: str) -> bool:
+    """Whether an image could be a small grayscale digit scan, the only input the embedded demo model knows."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if max(image.size) > DIGIT_SCAN_MAX_SIDE:
+                return False
+            if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                return True
+            rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+    except OSError:
+        return True  # unreadable: reported as a failure by the classifier itself
+    return int((rgb.max(-1) - rgb.min(-1)).max()) <= DIGIT_SCAN_MAX_CHANNEL_SPREAD
+
+
 def _add_classify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify image files or folders (walked recursively)",
                        description="Print the top-k labels of each image. Unreadable files are reported and the "
@@ -176,8 +212,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="an HF-format model folder or a hub id (default: the embedded digits demo model)")
     _add_revision(p)
     p.add_argument("--framework", choices=["pt", "tf", "flax"], default="pt")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
@@ -209,20 +245,39 @@ def _run_classify(args: argparse.Namespace) -> int:
     import vit
 
     from .errors import ImageError
-    from .processor import PROCESSOR_NAME, ViTImageProcessor
+    from .processor import PROCESSOR_NAME, AutoImageProcessor, ViTImageProcessor
 
     model_dir = _hub_folder(args.model, args.revision, processor="optional") if args.model else demo_model_dir()
+    if not args.model:
+        print("vit classify: note: no --model given, so this is the embedded demo model, which knows only 8x8 "
+              "scans of handwritten digits (labels 0-9); pass --model DIR to classify anything else.", file=sys.stderr)
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise vit.CheckpointError(f"No model in {model_dir}; pass --model with an HF-format folder.")
-    model = getattr(vit, MODEL_CLASSES[args.framework]).from_pretrained(model_dir)
+    model_class = _model_class(args.framework)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = model_class.from_pretrained(model_dir)
+    if any(name.startswith("classifier.") for name in model.load_report.initialised):
+        raise ViTError(f"{model_dir}: this model has no classifier (its weights hold no classifier.*, e.g. a "
+                       "ViTModel backbone), so its labels would come from a random head. Use it as a feature "
+                       "extractor (ViTModel), or fine-tune a classifier first: python examples/train_pt.py "
+                       f"--model {model_dir} --data DATA --out OUT.")
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     if args.framework == "pt":
         model.eval()
     config = model.config
     if os.path.isfile(os.path.join(model_dir, PROCESSOR_NAME)):
-        processor = ViTImageProcessor.from_pretrained(model_dir)
+        processor = AutoImageProcessor.from_pretrained(model_dir)
     else:
         processor = ViTImageProcessor(size=dict(zip(("height", "width"), config.image_hw, strict=True)))
     files, failures, skipped = collect_images(args.paths)
+    if not args.model:
+        not_digits = [path for path in files if not looks_like_digit_scan(path)]
+        if not_digits:
+            print(f"vit classify: warning: {len(not_digits)} of {len(files)} images are not digit scans (colour, or "
+                  f"larger than {DIGIT_SCAN_MAX_SIDE} px), e.g. {not_digits[0]}; the demo model's labels for them are "
+                  "meaningless. Pass --model DIR.", file=sys.stderr)
     if skipped:
         print(f"skipped {len(skipped)} files that are not images by their suffix: {', '.join(skipped[:5])}"
               f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
@@ -230,7 +285,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     results = []
     bar = tqdm(total=len(files), unit="img", disable=not args.progress if args.progress is not None else None,
                file=sys.stderr, desc="classifying")
-    for start in range(0, len(files), max(1, args.batch_size)):
+    for start in range(0, len(files), args.batch_size):
         batch_files, arrays = [], []
         for path in files[start:start + args.batch_size]:
             try:
@@ -254,6 +309,21 @@ def _run_classify(args: argparse.Namespace) -> int:
         print(f"vit classify: {len(failures)} of {len(files) + sum(1 for p in args.paths if not os.path.exists(p))} "
               "inputs failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _model_class(framework: str):
+    """The classification class of `framework`; a framework that is not installed is a one-line error."""
+    import vit
+
+    try:
+        return getattr(vit, MODEL_CLASSES[framework])
+    except ImportError as err:
+        raise ViTError(f"--framework {framework} needs {FRAMEWORK_PACKAGES[framework]}, which is not installed "
+                       f"({err}); install it with pip install 'vit[{framework}]', or choose another --framework."
+                       ) from err
+
+
+FRAMEWORK_PACKAGES = {"pt": "PyTorch", "tf": "TensorFlow", "flax": "JAX and Flax"}
 
 
 def _logits(model, framework: str, pixel_values):
@@ -286,7 +356,9 @@ def _print_results(results, fmt: str) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("bench", help="the quick benchmark against HF transformers (about a minute)")
+    p = sub.add_parser("bench", help="the quick benchmark against HF transformers (about a minute)")
+    p.add_argument("--out", help="the folder for the results JSON (default: a new temporary folder; only "
+                                 "`make bench` writes the source tree's benchmarks/results)")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -295,8 +367,10 @@ def _run_bench(args: argparse.Namespace) -> int:
     if not os.path.isfile(script):
         raise ViTError("vit bench runs benchmarks/bench.py from a source checkout; it is not in this installation.")
     import subprocess
+    import tempfile
 
-    return subprocess.call([sys.executable, script, "--quick"])
+    out = args.out or tempfile.mkdtemp(prefix="vit-bench-")
+    return subprocess.call([sys.executable, script, "--quick", "--out", out])
 
 
 # ---------------------------------------------------------------- attention, features, embed, neighbours
@@ -455,11 +529,33 @@ COMMANDS = {"classify": _run_classify, "convert": _run_convert, "export": _run_e
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # A warning is a message for the user of the command, not a pointer into vit's source.
+        warnings.showwarning = lambda message, *_, **__: print(f"vit {args.command}: warning: {message}", file=sys.stderr)
+        try:
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # a full disk behind stdout fails here, inside the handler, not at exit
+            return code
+        except (ViTError, FileNotFoundError, NotADirectoryError) as err:
+            print(f"vit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except ImportError as err:
+            print(f"vit {args.command}: error: a package it needs is not installed ({err}); install vit with the "
+                  "extra you need: pip install 'vit[torch]', 'vit[tf]' or 'vit[flax]'.", file=sys.stderr)
+            return 2
+        except OSError as err:  # a read-only target, a full disk, a closed pipe
+            where = f"{err.filename}: " if err.filename else "writing the output: "
+            print(f"vit {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+            _silence_stdout()
+            return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it again at exit (to a full disk) raises nothing more."""
     try:
-        return COMMANDS[args.command](args)
-    except (ViTError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"vit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":
