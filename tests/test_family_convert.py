@@ -151,6 +151,22 @@ def test_timm_export_is_bit_exact(case, converted, tmp_path):
         assert exported[name].dtype == array.dtype and np.array_equal(exported[name], array), name
 
 
+@pytest.mark.parametrize("case, global_pool", [("timm-deit3-p8-32", "token"), ("timm-siglip-map-p8-32", "map")])
+def test_timm_hub_folder_says_its_pooling(case, global_pool, converted, tmp_path):
+    """A timm hub folder's config.json names global_pool ('map' too), so no --pooling is needed."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "model.safetensors").write_bytes((FAMILY / case / "model.safetensors").read_bytes())
+    (hub / "config.json").write_text(json.dumps({"architecture": "vit_test", "num_classes": 5,
+                                                 "global_pool": global_pool, "pretrained_cfg": {}}))
+    out = tmp_path / "out"
+    result = cli("convert.py", str(hub), str(out), "--num-attention-heads", "4")
+    assert result.returncode == 0, result.stderr
+    ours, flagged = load_file(str(out / "model.safetensors")), load_file(str(converted[case] / "model.safetensors"))
+    assert sorted(ours) == sorted(flagged) and all(np.array_equal(ours[k], flagged[k]) for k in ours)
+    assert json.loads((out / "config.json").read_text()) == json.loads((converted[case] / "config.json").read_text())
+
+
 def test_timm_split_swiglu_round_trips_in_either_layout():
     """timm's SwiGLU (fc1_g, fc1_x) and SwiGLUPacked (one fc1) are the same numbers: both export bit-exact."""
     original = timm_state("timm-swiglu-split-p8-32")
