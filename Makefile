@@ -9,7 +9,7 @@ install:
 	$(PIP) install --upgrade pip
 	# The CPU wheel of torch lies on disk; a looser pin would pull a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[all,test]"
+	$(PIP) install -e ".[all,embed,export,test]"
 
 test:
 	$(PY) -m pytest -n 2 -q

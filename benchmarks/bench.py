@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -207,6 +208,41 @@ def pytorch_fast_paths(ours, rounds: int) -> dict:
             "logits scale (max |fp32 logit|)": float(ref.abs().max())}
 
 
+def bench_onnxruntime(w: Weights, batches: list[int], rounds: int) -> dict:
+    """`vit export onnx` in fp32 and int8 under onnxruntime, against our PyTorch eager model, same input."""
+    import onnxruntime as ort
+    import torch
+
+    from vit import ViTForImageClassification
+    from vit.export import export_onnx
+
+    ours = ViTForImageClassification.from_pretrained(w.folder).eval()
+    out: dict = {}
+    sessions = {}
+    for quantize in (None, "int8"):
+        path = os.path.join(w.folder, f"model-{quantize or 'fp32'}.onnx")
+        start = time.perf_counter()
+        report = export_onnx(w.folder, path, quantize=quantize)
+        out[f"export {quantize or 'fp32'}"] = {"seconds": time.perf_counter() - start, "max |diff| in the check": report.max_abs_diff,
+                                               "file MiB": os.path.getsize(path) / 2**20}
+        sessions[quantize or "fp32"] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in batches:
+        x = np.random.default_rng(batch).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        variants = {"PyTorch eager (ours)": lambda xt=xt: ours(xt)}
+        variants.update({f"onnxruntime {name}": lambda s=s, x=x: s.run(None, {"pixel_values": x})
+                         for name, s in sessions.items()})
+        with torch.inference_mode():
+            res = timed_rounds(variants, batch, rounds)
+            ref = ours(xt).logits.numpy()
+        for name, s in sessions.items():
+            logits = s.run(None, {"pixel_values": x})[0]
+            res[f"max |logits diff| {name} vs PyTorch"] = float(np.abs(logits - ref).max())
+            res[f"top-1 agreement {name} vs PyTorch"] = float((logits.argmax(-1) == ref.argmax(-1)).mean())
+        out[f"batch {batch}"] = res
+    return out
+
+
 def bench_tensorflow(w: Weights, batches: list[int], rounds: int, have_hf_tf: bool, eager: bool) -> dict:
     import tensorflow as tf
 
@@ -361,6 +397,53 @@ def bench_processor(rounds: int, have_hf: bool) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------ vit embed
+def bench_embed(rounds: int, images: int = 96) -> dict:
+    """`vit embed`'s local engine against the plain loop a user would write, folder in, embeddings out.
+
+    ViT-S/16 at 224 on JPEG copies of the test photos. Both load the model and the processor, read every file
+    and embed it with batches of 32; the engine overlaps decoding with the model and writes Parquet. The ratio
+    engine / loop is what the overlap buys.
+    """
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from vit import ViTConfig, ViTImageProcessor, ViTModel
+    from vit.embed import embed_images
+
+    torch.manual_seed(0)
+    model_dir, source, out_root = (tempfile.mkdtemp(prefix=f"vit-bench-embed-{n}-") for n in ("model", "src", "out"))
+    ViTModel(ViTConfig.from_preset("vit-small-patch16-224"), add_pooling_layer=False).save_pretrained(model_dir)
+    ViTImageProcessor().save_pretrained(model_dir)
+    photos = sorted((ROOT / "tests" / "fixtures" / "image_processor" / "images").iterdir())
+    for i in range(images):
+        Image.open(photos[i % len(photos)]).convert("RGB").save(os.path.join(source, f"{i:04d}.jpg"), quality=90)
+    paths = sorted(os.path.join(source, n) for n in os.listdir(source))
+    batch_size = 32
+
+    def plain_loop() -> None:
+        model = ViTModel.from_pretrained(model_dir, add_pooling_layer=False).eval()
+        processor = ViTImageProcessor.from_pretrained(model_dir)
+        with torch.inference_mode():
+            for start in range(0, len(paths), batch_size):
+                pixels = processor(paths[start:start + batch_size], return_tensors="pt").pixel_values
+                model(pixels).last_hidden_state[:, 0].numpy()
+
+    def engine() -> None:
+        embed_images(source, os.path.join(out_root, "out.parquet"), model_dir, batch_size=batch_size,
+                     overwrite=True, progress=False)
+
+    try:
+        rates = timed_rounds({"vit embed (local engine)": engine, "plain loop": plain_loop}, images, rounds)
+    finally:
+        for folder in (model_dir, source, out_root):
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"images": images, "batch": batch_size, "images/s": rates,
+            "ratio engine / loop": ratio(rates, "vit embed (local engine)", "plain loop")}
+
+
 # ------------------------------------------------------------------------------------ load time, memory
 LOAD_SNIPPET = """
 import os, sys, time, warnings
@@ -444,12 +527,18 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"{label}: Flax ...", flush=True)
         entry["flax"] = bench_flax(w, batches, rounds, have_hf)
         gc.collect()
+        if not args.quick and importlib.util.find_spec("onnxruntime") is not None:  # the export extra
+            print(f"{label}: onnxruntime (vit export onnx) ...", flush=True)
+            entry["onnxruntime"] = bench_onnxruntime(w, [b for b in batches if b in (1, 8)], rounds)
+            gc.collect()
         if label == "B/16" and not args.quick:
             print("B/16: load time and memory ...", flush=True)
             results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
         results["inference"][label] = entry
     print("image processor ...", flush=True)
     results["image processor (to 224)"] = bench_processor(rounds, have_hf)
+    print("vit embed pipeline ...", flush=True)
+    results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
     if not args.quick:
         print("training step ...", flush=True)
         results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
@@ -459,10 +548,25 @@ def main(argv: list[str] | None = None) -> Path:
     path = out_dir / f"{results['date']}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} in {results['seconds']:.0f} s")
-    from report import summarise
-
-    print(summarise(results))
+    print(comparison(results))
     return path
+
+
+def comparison(results: dict) -> str:
+    """The side-by-side summary; without HF transformers there is no peer to compare with, so say what is missing
+    (and how to get it) instead of printing an empty table."""
+    from report import mfu_rows, summarise
+
+    status = results.get("peers", {}).get("transformers", "not checked")
+    if status == "available":
+        return summarise(results)
+    return "\n".join([
+        f"No comparison with HF transformers, which is {status}. The benchmark measures vit against HF side by "
+        "side; install the peers with pip install -e '.[bench]' (transformers==4.57.6 and tf-keras) and run it "
+        "again. vit alone on this machine:",
+        "",
+        *mfu_rows(results),
+    ])
 
 
 if __name__ == "__main__":

@@ -20,12 +20,21 @@ from vit.cli import IMAGE_SUFFIXES
 class ImageFolder:
     """`root/<class name>/<image>`; a seeded split into training and evaluation images."""
 
-    def __init__(self, root: str, processor: ViTImageProcessor, eval_fraction: float = 0.2, seed: int = 0) -> None:
+    def __init__(self, root: str, processor: ViTImageProcessor, eval_fraction: float = 0.2, seed: int = 0,
+                 min_classes: int = 1) -> None:
+        if not os.path.isdir(root):
+            raise SystemExit(f"--data {root}: no such folder; expected DATA/<class name>/<image files>.")
         self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
         if not self.classes:
             raise SystemExit(f"{root} has no class subfolders; expected root/<class>/<image files>.")
+        if len(self.classes) < min_classes:
+            # One label would make HF's problem_type inference train a regression on the label index.
+            raise SystemExit(f"{root} has {len(self.classes)} class subfolder ({self.classes[0]}); a classifier needs "
+                             f"at least {min_classes}. Add a folder per class, or use --task simmim.")
         items = [(os.path.join(root, c, f), label) for label, c in enumerate(self.classes)
                  for f in sorted(os.listdir(os.path.join(root, c))) if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+        if len(items) < 2:
+            raise SystemExit(f"{root} holds {len(items)} images; training needs at least two (one to evaluate).")
         order = np.random.default_rng(seed).permutation(len(items))
         cut = max(1, int(round(len(items) * eval_fraction)))
         self.eval_items = [items[i] for i in order[:cut]]
@@ -101,7 +110,8 @@ def training_arguments(description: str):
     p.add_argument("--task", choices=["classify", "simmim"], default="classify",
                    help="fine-tune a classifier, or SimMIM masked-image-modelling pretraining")
     p.add_argument("--model", help="an HF-format folder to start from (default: a small ViT from scratch)")
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--image-size", type=int,
+                   help="train at this size (default: the --model folder's own, or 32 for a model from scratch)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -114,13 +124,59 @@ def training_arguments(description: str):
     return p
 
 
-def small_config(num_labels: int, image_size: int, class_names: list[str]):
-    """The ViT the examples train when no --model is given."""
+DEFAULT_IMAGE_SIZE = 32  # the size of the small ViT trained from scratch
+
+
+def prepare(args) -> ViTImageProcessor:
+    """The processor for the run, and `args.image_size` as the (height, width) the model is trained at.
+
+    With --model the folder's own recipe (its preprocessor_config.json, else its config's image size) is used, so
+    a 224-pixel checkpoint is fed 224-pixel images normalised as it was trained; --image-size overrides the size
+    (and the position embeddings are resized when the model loads).
+    """
     from vit import ViTConfig
 
-    return ViTConfig(image_size=image_size, patch_size=8, encoder_stride=8, hidden_size=48, num_hidden_layers=2,
-                     num_attention_heads=4, intermediate_size=96, id2label=dict(enumerate(class_names)),
-                     num_labels=num_labels)
+    if not args.model:
+        size = args.image_size or DEFAULT_IMAGE_SIZE
+        args.image_size = (size, size)
+        return ViTImageProcessor(size=size)
+    config = ViTConfig.from_pretrained(args.model)
+    args.resize_to = args.image_size  # an --image-size given with --model resizes the position embeddings
+    if args.image_size:
+        config = config.copy(image_size=args.image_size)
+    args.image_size = tuple(config.image_hw)
+    size = dict(zip(("height", "width"), args.image_size, strict=True))
+    if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
+        return ViTImageProcessor.from_pretrained(args.model, size=size)
+    return ViTImageProcessor(size=size)
+
+
+def label_arguments(classes: list[str]) -> dict:
+    """HF's fine-tuning keywords for these classes: integer id2label keys and the matching label2id."""
+    return {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
+            "label2id": {name: i for i, name in enumerate(classes)}}
+
+
+def pretrained_arguments(args, classes: list[str]) -> dict:
+    """from_pretrained's keywords for --model: the labels (a new head), and the size to resize positions to."""
+    resize = {"image_size": args.resize_to} if args.resize_to else {}
+    return {**label_arguments(classes), "ignore_mismatched_sizes": True, **resize}
+
+
+def min_classes(args) -> int:
+    """A classifier needs two classes (one label is HF's regression); SimMIM ignores the labels."""
+    return 2 if args.task == "classify" else 1
+
+
+def small_config(num_labels: int, image_size, class_names: list[str]):
+    """The ViT the examples train when no --model is given; `image_size` is an int or (height, width)."""
+    from vit import ViTConfig
+
+    if not isinstance(image_size, int) and image_size[0] == image_size[1]:
+        image_size = image_size[0]
+    return ViTConfig(image_size=image_size if isinstance(image_size, int) else list(image_size), patch_size=8,
+                     encoder_stride=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                     **label_arguments(class_names))
 
 
 def accuracy(predict, data: ImageFolder, batch_size: int) -> float:

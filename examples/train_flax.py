@@ -23,17 +23,26 @@ from flax import serialization
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, accuracy, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
+from data import (  # noqa: E402
+    ImageFolder,
+    accuracy,
+    min_classes,
+    prepare,
+    pretrained_arguments,
+    random_masks,
+    small_config,
+    training_arguments,
+    warmup_cosine,
+)
 
-from vit import FlaxViTForImageClassification, FlaxViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
+from vit import FlaxViTForImageClassification, FlaxViTForMaskedImageModeling  # noqa: E402
 
 
 def build(args, classes: list[str]):
     cls = FlaxViTForMaskedImageModeling if args.task == "simmim" else FlaxViTForImageClassification
     dtype = jnp.bfloat16 if args.mixed_precision == "bf16" else jnp.float32
     if args.model:
-        return cls.from_pretrained(args.model, num_labels=len(classes), id2label=dict(enumerate(classes)),
-                                   ignore_mismatched_sizes=True, dtype=dtype)
+        return cls.from_pretrained(args.model, **pretrained_arguments(args, classes), dtype=dtype)
     return cls(small_config(len(classes), args.image_size, classes), dtype=dtype, seed=args.seed)
 
 
@@ -41,8 +50,8 @@ def main() -> None:
     parser = training_arguments(__doc__)
     parser.add_argument("--data-parallel", action="store_true", help="shard each batch over all JAX devices")
     args = parser.parse_args()
-    processor = ViTImageProcessor(size=args.image_size)
-    data = ImageFolder(args.data, processor, seed=args.seed)
+    processor = prepare(args)
+    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     model = build(args, data.classes)
     optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=args.lr, weight_decay=0.05)
     params, opt_state = model.params, optimizer.init(model.params)

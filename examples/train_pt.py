@@ -20,16 +20,25 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, accuracy, random_masks, small_config, training_arguments, warmup_cosine  # noqa: E402
+from data import (  # noqa: E402
+    ImageFolder,
+    accuracy,
+    min_classes,
+    prepare,
+    pretrained_arguments,
+    random_masks,
+    small_config,
+    training_arguments,
+    warmup_cosine,
+)
 
-from vit import ViTForImageClassification, ViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
+from vit import ViTForImageClassification, ViTForMaskedImageModeling  # noqa: E402
 
 
 def build(args, classes: list[str]):
     cls = ViTForMaskedImageModeling if args.task == "simmim" else ViTForImageClassification
     if args.model:
-        return cls.from_pretrained(args.model, num_labels=len(classes), id2label=dict(enumerate(classes)),
-                                   ignore_mismatched_sizes=True)
+        return cls.from_pretrained(args.model, **pretrained_arguments(args, classes))
     return cls(small_config(len(classes), args.image_size, classes))
 
 
@@ -41,8 +50,8 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    processor = ViTImageProcessor(size=args.image_size)
-    data = ImageFolder(args.data, processor, seed=args.seed)
+    processor = prepare(args)
+    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     model = build(args, data.classes)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)

@@ -4,9 +4,9 @@
         [--batch-size 8] [--lr 1e-3] [--warmup-steps 5] [--save-every 10] [--resume] [--mixed-precision bf16]
 
 Keras runs the loop: the loss comes from the labels (or the masks), a warmup-then-cosine schedule drives
-AdamW, Keras' progress bar shows loss and time per step, evaluation accuracy is printed after every epoch.
-To checkpoint every N steps and resume exactly, each Keras "epoch" is N steps of the real schedule and
-`BackupAndRestore` saves at its end. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
+AdamW, a progress bar shows loss and throughput, evaluation accuracy is printed after every epoch. To checkpoint
+every N steps and resume exactly, each Keras "epoch" is one step of the real schedule, and the weights and
+optimizer state are saved after every N. Data-parallel with `--data-parallel` (tf.distribute.MirroredStrategy over
 the GPUs, or over `--cpu-replicas` logical CPU devices when there is no GPU).
 """
 
@@ -16,21 +16,27 @@ import json
 import math
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import warnings  # noqa: E402
-
-# The last chunk of steps is usually shorter than --save-every; Keras warns when its data ends early.
-warnings.filterwarnings("ignore", message=".*ran out of data.*")
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from data import ImageFolder, accuracy, random_masks, small_config, training_arguments  # noqa: E402
+from data import (  # noqa: E402
+    ImageFolder,
+    accuracy,
+    min_classes,
+    prepare,
+    pretrained_arguments,
+    random_masks,
+    small_config,
+    training_arguments,
+)
 
-from vit import TFViTForImageClassification, TFViTForMaskedImageModeling, ViTImageProcessor  # noqa: E402
+from vit import TFViTForImageClassification, TFViTForMaskedImageModeling  # noqa: E402
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -64,8 +70,7 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
             else:
                 yield pixels, labels
 
-    size = args.image_size
-    pixels = tf.TensorSpec((None, 3, size, size), tf.float32)
+    pixels = tf.TensorSpec((None, 3, *args.image_size), tf.float32)
     if args.task == "simmim":
         signature = {"pixel_values": pixels, "bool_masked_pos": tf.TensorSpec((None, num_patches), tf.bool)}
     else:
@@ -77,27 +82,67 @@ def step_batches(data: ImageFolder, args, num_patches: int, start: int, stop: in
 
 
 class Report(keras.callbacks.Callback):
-    """Evaluation accuracy whenever a real epoch ends, and the loss of every step."""
+    """Every Keras "epoch" is one global step (its number): the loss of every step, a checkpoint every
+    --save-every steps and at the end, a progress line per checkpoint, and evaluation accuracy after each real
+    epoch. Epochs of one step never run out of data, which would change the weights (by about 5e-5 here)."""
 
-    def __init__(self, data: ImageFolder, args, per_epoch: int, stop: int) -> None:
+    def __init__(self, data: ImageFolder, args, per_epoch: int, stop: int, backup_dir: str, done: int) -> None:
         super().__init__()
-        self.data, self.args, self.per_epoch, self.stop, self.losses = data, args, per_epoch, stop, []
+        self.data, self.args, self.per_epoch, self.stop, self.backup_dir = data, args, per_epoch, stop, backup_dir
+        self.losses, self.started = [], 0.0
+        self.bar = tqdm(total=stop, initial=done, unit="step", file=sys.stderr, disable=None)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.losses.append(float(logs["last_loss"]))
+        rate = self.args.batch_size / (time.perf_counter() - self.started)
+        self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}", img_per_s=f"{rate:.0f}")
+        self.bar.update(1)
 
-    def on_epoch_end(self, chunk, logs=None):
-        first, step = chunk * self.args.save_every, min(self.stop, (chunk + 1) * self.args.save_every)
-        if self.args.task == "classify" and step // self.per_epoch > first // self.per_epoch:
-            print(f"epoch {step // self.per_epoch}: eval accuracy {evaluate(self.model, self.data, self.args.batch_size):.3f}",
-                  file=sys.stderr)
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1
+        if step % self.args.save_every == 0 or step == self.stop:
+            save_checkpoint(self.model, self.backup_dir, step)
+            recent = self.losses[-self.args.save_every:]
+            tqdm.write(f"step {step}/{self.stop}: checkpoint saved, mean loss {sum(recent) / len(recent):.3f}",
+                       file=sys.stderr)
+        if self.args.task == "classify" and step % self.per_epoch == 0:
+            tqdm.write(f"epoch {step // self.per_epoch}: eval accuracy "
+                       f"{evaluate(self.model, self.data, self.args.batch_size):.3f}", file=sys.stderr)
+
+
+STEP_RECORD = "steps_done.json"
+WEIGHTS = "latest.weights.h5"  # the model's and the optimizer's variables (Keras' weights-only format)
+
+
+def save_checkpoint(model, folder: str, step: int) -> None:
+    """The weights, optimizer state and step count after `step` steps, each file replaced atomically."""
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, "partial." + WEIGHTS)
+    model.save_weights(temporary)
+    os.replace(temporary, os.path.join(folder, WEIGHTS))
+    with open(os.path.join(folder, STEP_RECORD + ".tmp"), "w") as f:
+        json.dump({"step": step}, f)
+    os.replace(os.path.join(folder, STEP_RECORD + ".tmp"), os.path.join(folder, STEP_RECORD))
+
+
+def restore_checkpoint(model, folder: str) -> int:
+    """Load the checkpoint in `folder` into the (compiled) model; the number of steps it had done."""
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(folder, WEIGHTS))
+    with open(os.path.join(folder, STEP_RECORD)) as f:
+        return int(json.load(f)["step"])
 
 
 def build(args, classes: list[str]):
     cls = TFViTForMaskedImageModeling if args.task == "simmim" else TFViTForImageClassification
     if args.model:
-        return cls.from_pretrained(args.model, num_labels=len(classes), id2label=dict(enumerate(classes)),
-                                   ignore_mismatched_sizes=True)
+        return cls.from_pretrained(args.model, **pretrained_arguments(args, classes))
     keras.utils.set_random_seed(args.seed)
     return cls(small_config(len(classes), args.image_size, classes))
 
@@ -114,8 +159,8 @@ def main() -> None:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if args.mixed_precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    processor = ViTImageProcessor(size=args.image_size)
-    data = ImageFolder(args.data, processor, seed=args.seed)
+    processor = prepare(args)
+    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * per_epoch
     stop = min(total, args.max_steps or total)
@@ -124,20 +169,18 @@ def main() -> None:
         model = build(args, data.classes)
         model.compile(optimizer=keras.optimizers.AdamW(WarmupCosine(args.lr, args.warmup_steps, total),
                                                        weight_decay=0.05))
-    report = Report(data, args, per_epoch, stop)
     backup_dir = os.path.join(args.out, "checkpoint")
     if not args.resume and os.path.isdir(backup_dir):
         raise SystemExit(f"{backup_dir} exists; pass --resume to continue or choose another --out.")
-    backup = keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False)
-    # Each Keras epoch is `save_every` steps; BackupAndRestore restarts at the chunk it saved last, and the
-    # dataset starts at that chunk's first step.
-    metadata = os.path.join(backup_dir, "training_metadata.json")
-    first_chunk = json.load(open(metadata))["epoch"] if args.resume and os.path.isfile(metadata) else 0
-    dataset = step_batches(data, args, model.config.num_patches, first_chunk * args.save_every, stop)
-    chunks = math.ceil(stop / args.save_every)
-    if first_chunk < chunks:
-        model.fit(dataset, epochs=chunks, steps_per_epoch=args.save_every, callbacks=[backup, report],
-                  verbose=1 if sys.stderr.isatty() else 2)
+    done = 0
+    if args.resume and os.path.isfile(os.path.join(backup_dir, STEP_RECORD)):
+        with strategy.scope():
+            done = restore_checkpoint(model, backup_dir)
+        print(f"resumed from step {done}", file=sys.stderr)
+    report = Report(data, args, per_epoch, stop, backup_dir, done)
+    if done < stop:
+        model.fit(step_batches(data, args, model.config.num_patches, done, stop), initial_epoch=done, epochs=stop,
+                  steps_per_epoch=1, callbacks=[report], verbose=0)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     print(json.dumps({"steps": stop, "losses": report.losses, "devices": strategy.num_replicas_in_sync,

@@ -16,6 +16,8 @@ from frameworks import FRAMEWORKS  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HF = FIXTURES / "vit-tiny-p8-32"
+PHOTOS = FIXTURES / "image_processor" / "images"  # four real photos (JPEG and PNG, RGB and RGBA)
+MAP_ATOL = 1e-5  # explain maps and embeddings: the same numbers from every framework and engine
 
 
 @pytest.fixture(params=FRAMEWORKS)

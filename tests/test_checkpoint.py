@@ -115,11 +115,12 @@ def test_sharded_safetensors_and_missing_shard(tmp_path):
         read_canonical(str(tmp_path), ViTConfig.from_pretrained(tmp_path))
 
 
-def test_hub_id_says_how_to_download():
-    from vit import ViTConfig
+def test_hub_id_is_looked_up_in_the_hub_cache(tmp_path):
+    """A hub id goes to huggingface_hub (tests/test_hub.py); offline and uncached, the error says so."""
+    from vit import HubError, ViTConfig
 
-    with pytest.raises(CheckpointError, match="huggingface-cli download google/vit-base-patch16-224"):
-        ViTConfig.from_pretrained("google/vit-base-patch16-224")
+    with pytest.raises(HubError, match="'google/vit-base-patch16-224'.*not in the cache.*local_files_only=True"):
+        ViTConfig.from_pretrained("google/vit-base-patch16-224", local_files_only=True, cache_dir=tmp_path)
 
 
 def test_bin_reads_without_torch():
@@ -218,6 +219,14 @@ def test_a_bad_max_shard_size_is_named(tmp_path, bad):
     with pytest.raises(ValueError, match="max_shard_size"):
         save_checkpoint(str(tmp_path), config, canonical(), "classification", max_shard_size=bad)
     assert not os.listdir(tmp_path)
+
+
+def test_a_save_without_formats_is_refused_and_keeps_the_weights(tmp_path):
+    config = ViTConfig.from_pretrained(CLS / "safetensors")
+    save_checkpoint(str(tmp_path), config, canonical(), "classification")
+    with pytest.raises(ValueError, match="formats is empty"):
+        save_checkpoint(str(tmp_path), config, canonical(), "classification", ())
+    assert weight_files(tmp_path) == ["model.safetensors"]
 
 
 def test_formats_that_cannot_be_sharded_say_so(tmp_path):

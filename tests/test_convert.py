@@ -13,7 +13,7 @@ from frameworks import load, run
 from safetensors.numpy import load_file
 
 from vit import CheckpointError, ViTConfig
-from vit.checkpoint import init_state, read_canonical
+from vit.checkpoint import init_state, read_canonical, save_checkpoint
 from vit.convert import convert_checkpoint, from_jax, from_timm, to_jax, to_timm
 from vit.params import parameter_specs
 
@@ -29,7 +29,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def timm_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("timm")
-    result = cli(str(TIMM / "model.safetensors"), str(out), "--num-attention-heads", "4")
+    result = cli(str(TIMM / "model.safetensors"), str(out), "--num-attention-heads", "4", "--pooling", "cls")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -72,7 +72,7 @@ def test_converted_folders_carry_the_recipe(timm_dir, official_dir):
 
 def test_timm_round_trip_is_bit_exact():
     state = load_file(str(TIMM / "model.safetensors"))
-    converted = from_timm(state, num_attention_heads=4)
+    converted = from_timm(state, num_attention_heads=4, pooling="cls")
     back = to_timm(converted.state, converted.config)
     assert set(back) == set(state)
     for name in state:
@@ -163,7 +163,7 @@ def test_timm_mean_pooling_with_fc_norm_and_no_qkv_bias(framework, tmp_path):
 def test_unsupported_timm_tensors_are_named(extra, message):
     state = {**load_file(str(TIMM / "model.safetensors")), **extra}
     with pytest.raises(CheckpointError, match=message):
-        from_timm(state, num_attention_heads=4)
+        from_timm(state, num_attention_heads=4, pooling="cls")
 
 
 def test_timm_no_embed_class_is_refused():
@@ -216,3 +216,131 @@ def test_hf_source_is_reencoded(tmp_path):
     a = read_canonical(str(tmp_path), ViTConfig.from_pretrained(tmp_path))
     b = read_canonical(str(hf), ViTConfig.from_pretrained(hf))
     assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+# ---- issue 11 item 4: timm global_pool='avg' without fc_norm must not become class-token pooling silently
+def _timm_avg_without_fc_norm() -> tuple[ViTConfig, dict, dict]:
+    """(config, canonical state, timm state dict) of a timm model with a class token, global_pool='avg', no fc_norm."""
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, num_labels=5, pooling="mean", use_fc_norm=False, class_token=True,
+                       layer_norm_eps=1e-6)
+    state = init_state(config, parameter_specs(config, "classification"), seed=3)
+    return config, state, to_timm(state, config)
+
+
+def test_timm_state_dict_that_hides_its_pooling_is_refused_naming_the_flag(tmp_path):
+    _, _, timm_state = _timm_avg_without_fc_norm()
+    with pytest.raises(CheckpointError, match="--pooling"):
+        from_timm(timm_state, num_attention_heads=4)
+    from safetensors.numpy import save_file
+
+    save_file(timm_state, str(tmp_path / "avg.safetensors"))
+    result = cli(str(tmp_path / "avg.safetensors"), str(tmp_path / "out"), "--num-attention-heads", "4")
+    assert result.returncode != 0 and "--pooling" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_timm_avg_pooling_converts_to_mean_pooling(framework, tmp_path):
+    """With --pooling mean, or from a timm folder whose config.json says global_pool='avg', the logits are the
+    mean-pooled model's; the class-token reading of the same tensors gives other logits."""
+    from safetensors.numpy import save_file
+
+    config, state, timm_state = _timm_avg_without_fc_norm()
+    timm_folder = tmp_path / "timm-hub"
+    timm_folder.mkdir()
+    save_file(timm_state, str(timm_folder / "model.safetensors"))
+    (timm_folder / "config.json").write_text('{"architecture": "vit_tiny_patch8_32", "num_classes": 5, '
+                                             '"global_pool": "avg", "pretrained_cfg": {}}')
+    from_flag = from_timm(timm_state, num_attention_heads=4, pooling="mean")
+    convert_checkpoint(str(timm_folder), str(tmp_path / "out"), num_attention_heads=4)
+    from_folder = ViTConfig.from_pretrained(tmp_path / "out")
+    assert from_flag.config.pooling == from_folder.pooling == "mean" and not from_folder.use_fc_norm
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    logits = run(framework, load(framework, "classification", tmp_path / "out"), pixels)["logits"]
+    save_checkpoint(str(tmp_path / "reference"), config, state, "classification")
+    expected_logits = run(framework, load(framework, "classification", tmp_path / "reference"), pixels)["logits"]
+    assert np.max(np.abs(logits - expected_logits)) <= 1e-5
+    save_checkpoint(str(tmp_path / "as-cls"), config.copy(pooling="cls"), state, "classification")
+    cls_logits = run(framework, load(framework, "classification", tmp_path / "as-cls"), pixels)["logits"]
+    assert np.max(np.abs(cls_logits - expected_logits)) > 1e-2  # the silent misreading this guards against
+
+
+def test_timm_folder_global_pool_token_and_conflicts(tmp_path):
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "timm-hub"
+    folder.mkdir()
+    save_file(load_file(str(TIMM / "model.safetensors")), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"architecture": "vit_tiny", "model_args": {"global_pool": "token"}}')
+    assert convert_checkpoint(str(folder), str(tmp_path / "a"), num_attention_heads=4).config.pooling == "cls"
+    with pytest.raises(CheckpointError, match="conflicts with --pooling mean"):
+        convert_checkpoint(str(folder), str(tmp_path / "b"), num_attention_heads=4, pooling="mean")
+    (folder / "config.json").write_text('{"architecture": "vit_tiny", "global_pool": "avgmax"}')
+    with pytest.raises(CheckpointError, match="avgmax"):
+        convert_checkpoint(str(folder), str(tmp_path / "c"), num_attention_heads=4)
+
+
+# ---- issue 11 item 14: HF sources honour the flags and keep their head; export takes every head
+HF_TINY = FIXTURES / "vit-tiny-p8-32"
+
+
+def test_hf_mim_folder_keeps_its_decoder_and_gains_no_pooler(tmp_path):
+    source = HF_TINY / "mim" / "safetensors"
+    result = cli(str(source), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    config = ViTConfig.from_pretrained(tmp_path)
+    assert config.extra["architectures"] == ["ViTForMaskedImageModeling"]
+    a, b = read_canonical(str(tmp_path), config), read_canonical(str(source), config)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_hf_base_folder_without_pooler_gains_no_random_pooler(tmp_path):
+    config = ViTConfig.from_pretrained(HF_TINY / "base" / "safetensors")
+    state = read_canonical(str(HF_TINY / "base" / "safetensors"), config)
+    without_pooler = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    save_checkpoint(str(tmp_path / "src"), config, without_pooler, "base", architecture="ViTModel")
+    result = cli(str(tmp_path / "src"), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    out = read_canonical(str(tmp_path / "out"), config)
+    assert set(out) == set(without_pooler) and all(np.array_equal(out[k], without_pooler[k]) for k in out)
+
+
+@pytest.mark.parametrize("flag, value, ok", [("--num-labels", "7", False), ("--num-labels", "10", True),
+                                             ("--num-attention-heads", "8", False), ("--num-attention-heads", "4", True)])
+def test_hf_source_checks_labels_and_heads(tmp_path, flag, value, ok):
+    result = cli(str(HF_TINY / "classification" / "safetensors"), str(tmp_path / "out"), flag, value)
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        assert flag in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("target", ["timm", "jax"])
+@pytest.mark.parametrize("head", ["base", "classification", "mim"])
+def test_export_takes_every_head_and_round_trips(tmp_path, head, target):
+    """ViTModel (every in21k and DINO backbone), classification and MIM folders export; what the target has no
+    place for (the SimMIM decoder) is named on stderr, and the GELU/eps the file cannot record is warned about."""
+    folder = HF_TINY / head / "safetensors"
+    out_file = tmp_path / ("model.safetensors" if target == "timm" else "model.npz")
+    result = subprocess.run([sys.executable, str(ROOT / "conversion" / "export.py"), target, str(folder), str(out_file)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert ("decoder.0.weight" in result.stderr) == (head == "mim")
+    assert "hidden_act='gelu'" in result.stderr and "1e-12" in result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    flags = dict(layer_norm_eps=1e-12, hidden_act="gelu")
+    if target == "timm":
+        back = from_timm(load_file(str(out_file)), num_attention_heads=4, pooling="cls", **flags)
+    else:
+        back = from_jax(dict(np.load(out_file)), **flags)
+    config = ViTConfig.from_pretrained(folder)
+    source = {k.removeprefix("vit."): v for k, v in read_canonical(str(folder), config).items()}
+    back_state = {k.removeprefix("vit."): v for k, v in back.state.items()}
+    assert set(back_state) == set(source) - {"decoder.0.weight", "decoder.0.bias", "embeddings.mask_token"}
+    assert all(np.array_equal(back_state[k], source[k]) for k in back_state)
+
+
+def test_export_of_a_model_with_the_originals_gelu_and_eps_warns_nothing(official_dir, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "conversion" / "export.py"), "jax", str(official_dir),
+                             str(tmp_path / "model.npz")], capture_output=True, text=True)
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

@@ -36,6 +36,7 @@ _EXPORTS = {
     "ConfigError": "vit.errors",
     "CheckpointError": "vit.errors",
     "ImageError": "vit.errors",
+    "HubError": "vit.errors",
     # PyTorch
     "ViTPreTrainedModel": "vit.pt.modeling",
     "ViTModel": "vit.pt.modeling",
@@ -85,7 +86,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ViTConfig
-    from .errors import CheckpointError, ConfigError, ImageError, ViTError
+    from .errors import CheckpointError, ConfigError, HubError, ImageError, ViTError
     from .flax.modeling import FlaxViTForImageClassification, FlaxViTForMaskedImageModeling, FlaxViTModel
     from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, MaskedImageModelingOutput
     from .processor import (

@@ -609,6 +609,8 @@ def save_checkpoint(
     unknown = [n for n in state if n not in specs]
     if unknown:
         raise CheckpointError(f"Cannot save tensors that the parameter table does not know: {unknown}")
+    if not formats:  # a save without weights would remove the folder's weights and write none
+        raise ValueError("formats is empty; give at least one of safetensors, pt, tf, flax.")
     for fmt in formats:
         if fmt not in ("safetensors", "pt", "tf", "flax"):
             raise ValueError(f"Unknown checkpoint format {fmt!r}; choose from safetensors, pt, tf, flax.")

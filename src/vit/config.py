@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
-from .files import atomic_write_text, resolve_local_folder
+from .files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 logger = logging.getLogger("vit")
@@ -582,11 +582,18 @@ class ViTConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ViTConfig:
-        """Read `config.json` from a local folder (or the file itself)."""
+        """Read `config.json` from a local folder (or the file itself) or a hub id.
+
+        The hub options of `from_pretrained` (revision, cache_dir, local_files_only, token, force_download,
+        subfolder) are accepted; the other keyword arguments override fields.
+        """
+        from .hub import HubOptions, resolve
+
+        hub = HubOptions.pop_from(overrides)
         path = os.fspath(path)
         if os.path.isfile(path):
             return cls.from_json_file(path, **overrides)
-        folder = resolve_local_folder(path, CONFIG_NAME)
+        folder = resolve(path, hub, weights=False)
         return cls.from_json_file(os.path.join(folder, CONFIG_NAME), **overrides)
 
     # ------------------------------------------------------------------------------------ writing

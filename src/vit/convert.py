@@ -42,6 +42,8 @@ TIMM_UNSUPPORTED = (
     ("norm_pre", "a pre-norm before the blocks"),
     (".q_bias", "separate q/v biases"),
 )
+# timm's global_pool values that vit has; 'avgmax', 'max', 'map' and '' (no pooling) it does not.
+TIMM_POOLING = {"token": "cls", "avg": "mean"}
 # The released checkpoints use old Flax numbering; current Flax numbers the block's submodules anew.
 JAX_NEW_TO_OLD = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1", "LayerNorm_1": "LayerNorm_2",
                   "MlpBlock_0": "MlpBlock_3"}
@@ -58,7 +60,8 @@ class Converted:
     head: str = "classification"
 
     def save(self, folder: str) -> None:
-        architecture = "ViTForImageClassification" if self.head == "classification" else "ViTModel"
+        architecture = {"classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling"}.get(
+            self.head, "ViTModel")
         save_checkpoint(folder, self.config, self.state, self.head, ("safetensors",), architecture,
                         extra_files={"preprocessor_config.json": self.processor.to_json_string()})
 
@@ -141,8 +144,14 @@ def from_timm(
     num_labels: int | None = None,
     resize_method: str = "bicubic_antialias",
     processor: dict[str, Any] | None = None,
+    global_pool: str | None = None,
 ) -> Converted:
-    """A timm `VisionTransformer` state dict -> canonical. `image_size` also resizes the position grid."""
+    """A timm `VisionTransformer` state dict -> canonical. `image_size` also resizes the position grid.
+
+    `global_pool` is timm's own setting (a timm hub folder's config.json has it). A state dict with a class token
+    and no fc_norm does not reveal whether timm pooled the class token or averaged the tokens, so without
+    `global_pool` or `pooling` it is refused rather than guessed.
+    """
     _check_timm_supported(state)
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         raise CheckpointError("Not a timm VisionTransformer state dict: no patch_embed.proj.weight / pos_embed.")
@@ -167,8 +176,23 @@ def from_timm(
             "timm tensor 'pos_embed' has no class-token row (no_embed_class=True), which vit does not support. "
             "If the model has a class row on a non-square grid instead, pass --image-size HEIGHT WIDTH."
         )
+    if global_pool is not None:
+        if global_pool not in TIMM_POOLING:
+            raise CheckpointError(f"timm global_pool={global_pool!r} is not supported; vit pools with 'token' or 'avg'.")
+        if pooling is not None and pooling != TIMM_POOLING[global_pool]:
+            raise CheckpointError(f"The timm config says global_pool={global_pool!r}, which conflicts with "
+                                  f"--pooling {pooling}; drop --pooling.")
+        pooling = TIMM_POOLING[global_pool]
     if pooling is None:
-        pooling = "mean" if fc_norm or not class_token else "cls"
+        if class_token and not fc_norm:
+            # Both global_pool='token' and global_pool='avg' with fc_norm=False give exactly these tensors.
+            raise CheckpointError(
+                "The timm state dict has a class token and no fc_norm, so it does not say whether the model pools "
+                "the class token (timm's global_pool='token') or averages the tokens (global_pool='avg', "
+                "fc_norm=False); pass --pooling cls or --pooling mean (pooling=...), or convert the timm folder "
+                "whose config.json names global_pool."
+            )
+        pooling = "mean"  # fc_norm, or no class token: timm averages
     if fc_norm and pooling != "mean":
         raise CheckpointError("The checkpoint has fc_norm, which timm uses only with average pooling; drop --pooling cls.")
     labels = state["head.weight"].shape[0] if "head.weight" in state else 0
@@ -378,19 +402,26 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
         config = ViTConfig.from_pretrained(source)
         overrides = {k: v for k, v in options.items() if v is not None and k in ("image_size", "layer_norm_eps", "hidden_act", "pooling")}
         state = read_canonical(source, config)
-        head = "classification" if any(k.startswith("classifier.") for k in state) else "base"
+        head = _hf_head(state)
+        _check_hf_options(config, options, labels=state["classifier.weight"].shape[0] if head == "classification" else 0)
         target = config.copy(**overrides) if overrides else config
-        fitted, _ = fit_state_dict(state, target, head, source_config=config, resize_method=resize_method or "bicubic")
+        # Keep exactly the optional tensors the source has: a pooler or mask token it lacks is not made up.
+        bare = {k.removeprefix("vit."): v for k, v in state.items()}
+        fitted, _ = fit_state_dict(state, target, head, add_pooling_layer="pooler.dense.weight" in bare,
+                                   use_mask_token="embeddings.mask_token" in bare, source_config=config,
+                                   resize_method=resize_method or "bicubic")
         processor_file = os.path.join(source, "preprocessor_config.json")
         processor = ViTImageProcessor.from_pretrained(processor_file) if os.path.isfile(processor_file) else ViTImageProcessor(
             size=dict(zip(("height", "width"), target.image_hw, strict=True)))
         converted = Converted(target, fitted, processor, head)
     elif kind == "timm":
-        file, recipe = source, None
+        file, recipe, global_pool = source, None, None
         if os.path.isdir(source):
             file = find_weights_file(source)
             recipe = _timm_recipe(os.path.join(source, "config.json"))
-        converted = from_timm(_read_arrays(file), processor=recipe, **_only(options, from_timm),
+            global_pool = _timm_global_pool(os.path.join(source, "config.json"))
+        converted = from_timm(_read_arrays(file), processor=recipe, global_pool=global_pool,
+                              **_only(options, from_timm),
                               **({"resize_method": resize_method} if resize_method else {}))
     elif kind == "jax":
         converted = from_jax(_read_arrays(source), **_only(options, from_jax),
@@ -401,6 +432,26 @@ def convert_checkpoint(source: str, out_dir: str, source_kind: str = "auto", **o
     return converted
 
 
+def _hf_head(state: dict[str, np.ndarray]) -> str:
+    """"classification", "mim" or "base", from the head tensors an HF state dict holds."""
+    if "classifier.weight" in state:
+        return "classification"
+    if any(k.startswith("decoder.") for k in state):
+        return "mim"
+    return "base"
+
+
+def _check_hf_options(config: ViTConfig, options: dict[str, Any], labels: int | None = None) -> None:
+    """An HF folder states its head count and labels; a flag that disagrees is an error, never ignored."""
+    heads = options.get("num_attention_heads")
+    if heads is not None and heads != config.num_attention_heads:
+        raise CheckpointError(f"The HF config says {config.num_attention_heads} attention heads but "
+                              f"--num-attention-heads says {heads}; drop the flag or fix config.json.")
+    wanted = options.get("num_labels")
+    if labels is not None and wanted is not None and wanted != labels:
+        raise CheckpointError(f"The checkpoint's head has {labels} classes but --num-labels says {wanted}.")
+
+
 def _only(options: dict[str, Any], function) -> dict[str, Any]:
     import inspect
 
@@ -409,6 +460,16 @@ def _only(options: dict[str, Any], function) -> dict[str, Any]:
     if unused:
         raise CheckpointError(f"Options {unused} do not apply to this kind of checkpoint.")
     return {k: v for k, v in options.items() if v is not None and k in accepted}
+
+
+def _timm_global_pool(config_path: str) -> str | None:
+    """The global_pool a timm hub folder's config.json records (top level, or in model_args), if any."""
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as f:
+        data = json.load(f)
+    pool = data.get("global_pool", (data.get("model_args") or {}).get("global_pool"))
+    return pool if isinstance(pool, str) else None
 
 
 def _timm_recipe(config_path: str) -> dict[str, Any] | None:
@@ -427,20 +488,74 @@ def _timm_recipe(config_path: str) -> dict[str, Any] | None:
     return recipe
 
 
+# What the original code and timm compute with, whatever the file: tanh GELU in Flax's nn.gelu, erf in timm.
+EXPORT_DEFAULTS = {"jax": ({"gelu_pytorch_tanh", "gelu_new"}, 1e-6), "timm": ({"gelu"}, 1e-6)}
+
+
+def _exportable(folder: str, target: str) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+    """(config, canonical state) of any HF head (ViTModel, classification, MIM) in the names `to_timm`/`to_jax`
+    take. What the target has no place for (the SimMIM decoder, the mask token) is named in a warning."""
+    config = ViTConfig.from_pretrained(folder)
+    state = {k.removeprefix("vit."): v for k, v in read_canonical(folder, config).items()}
+    has_classifier, has_pooler = "classifier.weight" in state, "pooler.dense.weight" in state
+    # The pooler (dense + tanh on the class token) is the original's pre-logits layer; a classifier that reads
+    # the sequence instead leaves it unused.
+    pooler_exported = has_pooler and (not has_classifier or config.classifier_input == "pooler")
+    export_config = config.copy(num_labels=config.num_labels if has_classifier else 0,
+                                classifier_input="pooler" if pooler_exported else "sequence")
+    out = {}
+    for name in parameter_specs(export_config, "classification", add_pooling_layer=pooler_exported):
+        bare = name.removeprefix("vit.")
+        if bare not in state:
+            raise CheckpointError(f"{folder} lacks {name!r}, which the {target} export needs.")
+        out[name] = state.pop(bare)
+    if state:
+        warnings.warn(f"Not exported, because {target}'s ViT has no place for them: {sorted(state)}.", stacklevel=3)
+    activations, eps = EXPORT_DEFAULTS[target]
+    if config.hidden_act not in activations or config.layer_norm_eps != eps:
+        how = ("the original code always runs Flax's tanh GELU and LayerNorm eps 1e-6" if target == "jax" else
+               "timm's VisionTransformer defaults to the erf GELU and LayerNorm eps 1e-6; build it with "
+               "act_layer and norm_layer=partial(nn.LayerNorm, eps=...) to match")
+        warnings.warn(f"This model uses hidden_act={config.hidden_act!r} and layer_norm_eps={config.layer_norm_eps}, "
+                      f"which the {target} file cannot record: {how}, so its outputs will differ slightly. To "
+                      f"convert it back exactly, pass --hidden-act {config.hidden_act} --layer-norm-eps "
+                      f"{config.layer_norm_eps} to vit convert.", stacklevel=3)
+    return export_config, out
+
+
 def export_timm(folder: str, out_file: str) -> None:
-    """An HF-format folder -> a timm state dict in safetensors."""
+    """An HF-format folder (any head) -> a timm state dict in safetensors, written atomically."""
     from safetensors.numpy import save_file
 
-    config = ViTConfig.from_pretrained(folder)
-    state = read_canonical(folder, config)
-    save_file({k: np.ascontiguousarray(v) for k, v in to_timm(state, config).items()}, out_file)
+    config, state = _exportable(folder, "timm")
+    arrays = {k: np.ascontiguousarray(v) for k, v in to_timm(state, config).items()}
+    _write_atomically(out_file, lambda path: save_file(arrays, path))
 
 
 def export_jax(folder: str, out_file: str, numbering: str = "old") -> None:
-    """An HF-format folder -> the original code's `.npz`."""
-    config = ViTConfig.from_pretrained(folder)
-    state = read_canonical(folder, config)
-    np.savez(out_file, **to_jax(state, config, numbering))
+    """An HF-format folder (any head) -> the original code's `.npz`, written atomically."""
+    config, state = _exportable(folder, "jax")
+    arrays = to_jax(state, config, numbering)
+
+    def write(path: str) -> None:
+        with open(path, "wb") as f:  # a file object, so np.savez does not append ".npz" to the temporary name
+            np.savez(f, **arrays)
+
+    _write_atomically(out_file, write)
+
+
+def _write_atomically(out_file: str, write) -> None:
+    """`write(temporary path)` next to `out_file`, then rename: a failed export leaves no partial file."""
+    folder = os.path.dirname(os.path.abspath(out_file))
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"The folder of {out_file} does not exist; create it first.")
+    temporary = os.path.join(folder, f".{os.path.basename(out_file)}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, out_file)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 __all__ = ["Converted", "convert_checkpoint", "detect_source", "export_jax", "export_timm",

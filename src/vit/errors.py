@@ -15,3 +15,7 @@ class CheckpointError(ViTError, ValueError):
 
 class ImageError(ViTError, ValueError):
     """An image or pixel array that cannot be processed."""
+
+
+class HubError(ViTError, OSError):
+    """A hub id that cannot be loaded: a missing repo, revision or file, no access, or offline without a cache."""

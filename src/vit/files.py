@@ -11,16 +11,15 @@ from .errors import CheckpointError
 
 
 def resolve_local_folder(path: str | os.PathLike, wanted: str = "") -> str:
-    """Return `path` if it is a local folder; otherwise explain that nothing is downloaded."""
+    """Return `path` if it is a local folder; otherwise an error (hub ids are resolved by `vit.hub.resolve`)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return path
     looks_like_hub_id = path.count("/") <= 1 and not path.startswith((".", "/", "~")) and not os.path.exists(path)
     if looks_like_hub_id:
         raise CheckpointError(
-            f"{path!r} is not a local folder. vit never downloads weights. If this is a Hugging Face hub id, "
-            f"download it first, e.g. `huggingface-cli download {path} --local-dir ./{path.split('/')[-1]}` "
-            "or `git clone https://huggingface.co/" + path + "`, then pass that folder."
+            f"{path!r} is not a local folder. If it is a Hugging Face hub id, load it with from_pretrained or the "
+            "`vit` command, which download it, or resolve it first with `vit.hub.resolve(path)`."
         )
     what = f" (looking for {wanted})" if wanted else ""
     raise CheckpointError(f"No such folder: {path!r}{what}. Pass the folder that holds config.json and the weights.")

@@ -19,7 +19,7 @@ import numpy as np
 from .checkpoint import fit_state_dict, init_state, read_canonical, save_checkpoint
 from .config import ViTConfig
 from .errors import ConfigError
-from .files import resolve_local_folder
+from .hub import HubOptions, resolve
 from .params import parameter_specs
 
 _SKIP_INIT = contextvars.ContextVar("vit_skip_init", default=False)
@@ -101,20 +101,33 @@ class PretrainedMixin:
         ignore_mismatched_sizes: bool = False,
         pos_embed_resize: str = "bicubic",
         seed: int = 0,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        subfolder: str = "",
         **kwargs: Any,
     ):
-        """Load a model from a local folder holding config.json and weights in any HF format.
+        """Load a model from a local folder or a hub id, with config.json and weights in any HF format.
 
-        Keyword arguments that are config fields override the saved config; `image_size=384` resizes the
-        position embeddings with `pos_embed_resize` ("bicubic", "bicubic_antialias" or "linear"). Head
-        weights that the checkpoint lacks are initialised from `seed` with a warning.
+        A hub id ("org/name", a timm "timm/name" or "hf-hub:org/name") is downloaded through huggingface_hub
+        into its shared cache (see `vit.hub`): `revision` is a branch, tag or commit; offline
+        (HF_HUB_OFFLINE=1 or `local_files_only=True`) the cache serves it. Keyword arguments that are config
+        fields override the saved config; `image_size=384` resizes the position embeddings with
+        `pos_embed_resize` ("bicubic", "bicubic_antialias" or "linear"). Head weights that the checkpoint
+        lacks are initialised from `seed` with a warning.
         """
         if model_args:
             raise TypeError("from_pretrained takes keyword arguments only after the path.")
-        path = os.fspath(pretrained_model_name_or_path)
-        folder = resolve_local_folder(path, "config.json and weights") if not os.path.isfile(path) else os.path.dirname(path)
-        for hf_only in ("cache_dir", "revision", "token", "use_auth_token", "local_files_only", "force_download",
-                        "from_pt", "from_tf", "from_flax", "trust_remote_code", "low_cpu_mem_usage"):
+        hub = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                         token=token if token is not None else kwargs.pop("use_auth_token", None),
+                         force_download=force_download, subfolder=subfolder or "")
+        path = os.fspath(pretrained_model_name_or_path)  # what the user named: a folder, a file or a hub id
+        local = path if os.path.isfile(path) else resolve(
+            path, hub, timm_options={"num_attention_heads": kwargs.get("num_attention_heads")})
+        folder = local if os.path.isdir(local) else os.path.dirname(local)
+        for hf_only in ("use_auth_token", "from_pt", "from_tf", "from_flax", "trust_remote_code", "low_cpu_mem_usage"):
             kwargs.pop(hf_only, None)
         model_kwargs, overrides = cls._split_kwargs(kwargs)
         source_config = config or ViTConfig.from_pretrained(folder)
@@ -122,7 +135,7 @@ class PretrainedMixin:
             target_config = source_config.copy(**overrides) if overrides else source_config
         except ConfigError as err:
             raise ConfigError(f"from_pretrained: {err}") from err
-        state = read_canonical(path, source_config)
+        state = read_canonical(local, source_config)
         with skip_init():
             model = cls(target_config, **model_kwargs)
         fitted, report = fit_state_dict(

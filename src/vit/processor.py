@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ConfigError, ImageError
-from .files import atomic_write_text, resolve_local_folder
+from .files import atomic_write_text
 
 PROCESSOR_NAME = "preprocessor_config.json"
 IMAGENET_STANDARD_MEAN = [0.5, 0.5, 0.5]
@@ -201,9 +201,17 @@ class ViTImageProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ViTImageProcessor:
-        """Read `preprocessor_config.json` from a local folder (or the file itself)."""
+        """Read `preprocessor_config.json` from a local folder (or the file itself) or a hub id.
+
+        The hub options of `from_pretrained` (revision, cache_dir, local_files_only, token, force_download,
+        subfolder) are accepted; the other keyword arguments override fields.
+        """
+        from .hub import HubOptions, resolve
+
+        hub = HubOptions.pop_from(overrides)
         path = os.fspath(path)
-        file = path if os.path.isfile(path) else os.path.join(resolve_local_folder(path, PROCESSOR_NAME), PROCESSOR_NAME)
+        file = path if os.path.isfile(path) else os.path.join(resolve(path, hub, weights=False, processor="required"),
+                                                              PROCESSOR_NAME)
         try:
             with open(file, encoding="utf-8") as f:
                 data = json.load(f)
@@ -925,12 +933,16 @@ class AutoImageProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> ViTImageProcessor:
-        """Read `preprocessor_config.json` from a local folder (or the file itself) into its HF-named class."""
+        """Read `preprocessor_config.json` from a local folder, the file itself or a hub id into its HF-named
+        class (hub options as in `ViTImageProcessor.from_pretrained`)."""
+        from .hub import HubOptions, resolve
+
+        hub = HubOptions.pop_from(overrides)
         path = os.fspath(path)
         if os.path.isfile(path):
             file, folder = path, os.path.dirname(path)
         else:
-            folder = resolve_local_folder(path, PROCESSOR_NAME)
+            folder = resolve(path, hub, weights=False, processor="required")
             file = os.path.join(folder, PROCESSOR_NAME)
         if not os.path.isfile(file):
             raise ConfigError(f"No {PROCESSOR_NAME} in {path}; pass a folder saved with save_pretrained.")

@@ -24,7 +24,7 @@ def test_timm(config_name):
     config, state = make_config(config_name), weights(config_name, "classification")
     back = from_timm(to_timm(state, config), num_attention_heads=config.num_attention_heads,
                      image_size=config.image_size if config.grid_hw[0] != config.grid_hw[1] else None,
-                     layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act)
+                     layer_norm_eps=config.layer_norm_eps, hidden_act=config.hidden_act, pooling=config.pooling)
     assert_same(back.state, state)
 
 

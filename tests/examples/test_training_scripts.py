@@ -86,3 +86,74 @@ def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tm
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
+
+
+# ---- issue 11 items 15 and 6: the scripts with --model, bad data, and resuming from a partial chunk
+def run_script(framework: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, str(ROOT / "examples" / f"train_{framework}.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_resume_when_max_steps_is_not_a_multiple_of_save_every(framework, folder, tmp_path):
+    """An interrupted run whose last checkpoint came from a short chunk (4 steps, saving every 3) resumes at
+    step 4, not at the next whole chunk; resuming a finished run keeps its trained weights."""
+    train(framework, folder, tmp_path / "straight", "--max-steps", "8")
+    train(framework, folder, tmp_path / "interrupted", "--max-steps", "4")
+    first = load_file(str(tmp_path / "interrupted" / "model.safetensors"))
+    train(framework, folder, tmp_path / "interrupted", "--max-steps", "8", "--resume")
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "interrupted" / "model.safetensors"))
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
+    train(framework, folder, tmp_path / "finished", "--max-steps", "4")
+    train(framework, folder, tmp_path / "finished", "--max-steps", "4", "--resume")
+    again = load_file(str(tmp_path / "finished" / "model.safetensors"))
+    for name in first:
+        np.testing.assert_allclose(again[name], first[name], atol=1e-6, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def model_48px(tmp_path_factory):
+    """An HF classification folder at 48 px (not the scripts' 32) with its own processor recipe and 10 labels."""
+    from vit import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    folder = tmp_path_factory.mktemp("model48")
+    config = ViTConfig(image_size=48, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                       intermediate_size=64, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size=48, resample=3, image_mean=[0.3, 0.4, 0.5], image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    return folder
+
+
+def test_model_folder_gives_the_size_the_recipe_and_integer_labels(framework, folder, model_48px, tmp_path):
+    train(framework, folder, tmp_path / "run", "--model", str(model_48px), "--max-steps", "2")
+    saved = json.loads((tmp_path / "run" / "preprocessor_config.json").read_text())
+    source = json.loads((model_48px / "preprocessor_config.json").read_text())
+    assert saved == source  # the model's own size, resample, mean and std
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["image_size"] == 48
+    assert config["id2label"] == {"0": "class_0", "1": "class_1", "2": "class_2"}
+    assert config["label2id"] == {"class_0": 0, "class_1": 1, "class_2": 2}
+
+
+def test_image_size_with_a_model_folder_resizes_it(folder, model_48px, tmp_path):
+    train("pt", folder, tmp_path / "run", "--model", str(model_48px), "--max-steps", "1", "--image-size", "40")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["image_size"] == 40
+    assert json.loads((tmp_path / "run" / "preprocessor_config.json").read_text())["size"] == {"height": 40, "width": 40}
+
+
+def test_a_missing_data_folder_is_a_clear_error(framework, tmp_path):
+    result = run_script(framework, "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "no such folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_one_class_folder_is_refused_for_classification(framework, folder, tmp_path):
+    """One label would be HF's regression problem type: a classifier that learns the label index."""
+    one_class = tmp_path / "data"
+    (one_class / "cats").mkdir(parents=True)
+    for image in sorted(Path(folder, "class_0").iterdir())[:4]:
+        (one_class / "cats" / image.name).write_bytes(image.read_bytes())
+    result = run_script(framework, "--data", str(one_class), "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "at least 2" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()

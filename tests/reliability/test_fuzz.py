@@ -103,5 +103,5 @@ def test_timm_and_jax_mappings_round_trip(config):
         assert all(np.array_equal(again.state[k], state[k]) for k in state)
     if config.pooling == "cls" or config.use_fc_norm or not config.class_token:
         again = from_timm(to_timm(state, config), num_attention_heads=config.num_attention_heads, image_size=size,
-                          layer_norm_eps=config.layer_norm_eps)
+                          layer_norm_eps=config.layer_norm_eps, pooling=config.pooling)
         assert all(np.array_equal(again.state[k], state[k]) for k in state)
