@@ -13,14 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
 
-from .config import CONFIG_NAME, ViTConfig
+from .config import ViTConfig
 from .errors import ConfigError
-from .files import resolve_local_folder
 
 logger = logging.getLogger("vit")
 
@@ -43,21 +41,7 @@ IMAGE_CLASSIFICATION_MAPPING: dict[str, str | tuple[str, ...]] = {
     "deit": ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"),
 }
 PREFIXES = {"pt": "", "tf": "TF", "flax": "Flax"}
-
-
-def _read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
-    path = os.fspath(path)
-    file = path if os.path.isfile(path) else os.path.join(resolve_local_folder(path, CONFIG_NAME), CONFIG_NAME)
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{file} is not valid JSON ({err}); fix or regenerate the file.") from err
-    except OSError as err:
-        raise ConfigError(f"Cannot read {file}: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file} must hold a JSON object.")
-    return data
+HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
 
 
 def class_name_for(model_type: str, architectures: list[str] | None, mapping: dict, task: str) -> str:
@@ -98,13 +82,13 @@ class _AutoClass:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
         """Read config.json, pick the class as transformers does, and load the weights with it."""
         config = kwargs.get("config")
-        if isinstance(config, ViTConfig):
-            model_type, architectures = config.model_type, config.extra.get("architectures")
-        else:
-            data = _read_config_dict(pretrained_model_name_or_path)
-            model_type, architectures = data.get("model_type", "vit"), data.get("architectures")
-        if model_type in ("clip", "siglip"):
-            logger.info("vit has no two-tower %s model; %s loads its vision tower.", model_type, cls.__name__)
+        if not isinstance(config, ViTConfig):
+            # A folder, a config.json or a hub id, with the hub options from_pretrained takes.
+            hub = {k: kwargs[k] for k in HUB_OPTIONS if k in kwargs}
+            config = ViTConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        model_type, architectures = config.model_type, config.extra.get("architectures")
+        if any(a in ("CLIPModel", "SiglipModel") for a in architectures or []):
+            logger.info("vit has no two-tower model; %s loads the vision tower of %s.", cls.__name__, architectures[0])
         return cls.model_class(model_type, architectures).from_pretrained(pretrained_model_name_or_path, *model_args,
                                                                            **kwargs)
 

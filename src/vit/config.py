@@ -101,10 +101,10 @@ def family_kwargs(data: Mapping[str, Any]) -> dict[str, Any]:
     model_type = data.get("model_type") or "vit"
     family = FAMILY_OF_MODEL_TYPE.get(model_type)
     if family is None:
-        raise ConfigError(
-            f"config model_type {model_type!r} is not a ViT family vit knows; known: "
-            f"{', '.join(sorted(FAMILY_OF_MODEL_TYPE))}."
-        )
+        # Read as a ViT, as before families existed: the weights then say what the file really is.
+        warnings.warn(f"config model_type is {model_type!r}, not one of vit's families "
+                      f"({', '.join(sorted(FAMILY_OF_MODEL_TYPE))}); reading it as a ViT config.", stacklevel=3)
+        family = "vit"
     data = {k: v for k, v in data.items() if k != "model_type"}
     if family == "vit":
         return data
