@@ -133,7 +133,7 @@ def test_big_vision_siglip_reproduces(framework, converted):
     e = np.load(BIG_VISION / "expected.npz")
     folder = converted["big_vision"]
     out = run(framework, load(framework, "ViTForImageClassification", folder), e["pixel_values"])
-    assert max_diff(out["logits"], e["logits"]) <= TOL
+    assert max_diff(out["logits"], e["logits"]) <= 2e-6  # exact: Flax's tanh GELU and eps 1e-6, round-off only
     base = run(framework, load(framework, "ViTModel", folder), e["pixel_values"])
     assert max_diff(base["last_hidden_state"], e["encoded"]) <= TOL
     assert max_diff(base["pooler_output"], e["pre_logits"]) <= TOL  # the MAP head's output
