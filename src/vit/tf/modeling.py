@@ -51,6 +51,24 @@ def _softmax32(scores: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
 
 
+def _einsum32(equation: str, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """tf.einsum accumulated in float32 and rounded once to the inputs' dtype, as torch's and XLA's are.
+
+    TF's CPU einsum in bfloat16 accumulates in bfloat16: measured 5% error on a 512-term dot product, against
+    0.3% for one rounding. In float32 the casts are no-ops.
+    """
+    return tf.cast(tf.einsum(equation, tf.cast(a, tf.float32), tf.cast(b, tf.float32)), a.dtype)
+
+
+def _matmul32(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """tf.matmul accumulated in float32 and rounded once to the inputs' dtype (see `_einsum32`).
+
+    TF's CPU bfloat16 MatMul errs twice as much as one rounding, which took the logits 2.3% off float32 on the
+    demo model against PyTorch's and Flax's 1%. In float32 the casts are no-ops.
+    """
+    return tf.cast(tf.matmul(tf.cast(a, tf.float32), tf.cast(b, tf.float32)), a.dtype)
+
+
 def _keras_dtype_policy(dtype: Any) -> Any:
     """`dtype=` as Keras takes it: None (the global policy), a Keras policy ("mixed_bfloat16", a DTypePolicy),
     or "float32" / "bfloat16" / "float16" from any framework's spelling (`tf.bfloat16`, `jnp.bfloat16`)."""
@@ -99,7 +117,7 @@ class Dense(keras.layers.Layer):
         self.built = True
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        y = tf.matmul(x, self.kernel)
+        y = _matmul32(x, self.kernel)
         return y + self.bias if self.bias is not None else y
 
 
@@ -154,7 +172,7 @@ class _ConvProjection(keras.layers.Layer):
 
     def call(self, patches: tf.Tensor) -> tf.Tensor:
         kernel = tf.reshape(self.kernel, (-1, self.kernel.shape[-1]))
-        projected = tf.matmul(patches, kernel)
+        projected = _matmul32(patches, kernel)
         return projected + self.bias if self.bias is not None else projected
 
 
@@ -231,17 +249,17 @@ class TFViTSelfAttention(keras.layers.Layer):
              training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
         # One matmul for query, key and value instead of three; einsums let XLA pick the layouts.
         layers = (self.query, self.key, self.value)
-        qkv = tf.matmul(hidden_states, tf.concat([layer.kernel for layer in layers], axis=1))
+        qkv = _matmul32(hidden_states, tf.concat([layer.kernel for layer in layers], axis=1))
         if self.query.bias is not None:
             qkv = qkv + tf.concat([layer.bias for layer in layers], axis=0)
         qkv = tf.reshape(qkv, (tf.shape(qkv)[0], -1, 3, self.num_heads, self.head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        scores = _einsum32("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         probs = _softmax32(scores)
         dropped = self.dropout(probs, training=training)
         if head_mask is not None:
             dropped = dropped * tf.cast(head_mask, dropped.dtype)
-        context = tf.einsum("bhqk,bkhd->bqhd", dropped, v)
+        context = _einsum32("bhqk,bkhd->bqhd", dropped, v)
         context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
         return context, probs if output_attentions else None
 
@@ -446,8 +464,8 @@ class TFViTAttentionPoolingHead(keras.layers.Layer):
         probe = tf.tile(tf.cast(self.probe, sequence.dtype), (tf.shape(sequence)[0], 1, 1))
         q = heads(self.attention.query(probe))
         k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
-        scores = tf.einsum("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
-        context = tf.einsum("bhqk,bkhd->bqhd", _softmax32(scores), v)
+        scores = _einsum32("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        context = _einsum32("bhqk,bkhd->bqhd", _softmax32(scores), v)
         pooled = self.attention.out_proj(tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)))
         pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
         return pooled[:, 0]
@@ -479,7 +497,7 @@ class _Conv1x1NCHW(keras.layers.Layer):
         self.built = True
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.einsum("bchw,co->bohw", x, self.kernel[0, 0]) + self.bias[None, :, None, None]
+        return _einsum32("bchw,co->bohw", x, self.kernel[0, 0]) + self.bias[None, :, None, None]
 
 
 class _Decoder(keras.layers.Layer):
