@@ -39,6 +39,36 @@ def init_is_skipped() -> bool:
     return _SKIP_INIT.get()
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def dtype_name(dtype: Any) -> str:
+    """The name ("float32", "bfloat16" or "float16") of a dtype given in any framework's spelling.
+
+    Takes a string, a `torch.dtype`, a `tf.DType`, a `jnp`/NumPy dtype or scalar type, without importing any
+    framework, so that `from_pretrained(..., dtype=...)` means the same in all three.
+
+    >>> import numpy as np
+    >>> dtype_name("bfloat16"), dtype_name(np.float16), dtype_name(np.dtype("float32"))
+    ('bfloat16', 'float16', 'float32')
+    """
+    if isinstance(dtype, str):
+        name = dtype
+    elif type(dtype).__module__.startswith("torch"):
+        name = str(dtype).removeprefix("torch.")  # str(torch.bfloat16) == "torch.bfloat16"
+    elif isinstance(getattr(dtype, "name", None), str) and not isinstance(dtype, type):
+        name = dtype.name  # tf.DType, np.dtype
+    else:
+        try:
+            name = np.dtype(dtype).name  # jnp.bfloat16 and np.float16 are scalar types
+        except TypeError:
+            name = repr(dtype)
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; pass one of {', '.join(COMPUTE_DTYPES)} "
+                         "(as a string or the framework's dtype object).")
+    return name
+
+
 class PretrainedMixin:
     """The checkpoint API that the PyTorch, TensorFlow and Flax models share."""
 

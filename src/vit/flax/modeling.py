@@ -30,7 +30,7 @@ from ..outputs import (
     MaskedImageModelingOutput,
 )
 from ..params import classifier_width, flatten, from_layout, layout_name, nest, to_layout
-from ..pretrained import PretrainedMixin, init_is_skipped
+from ..pretrained import PretrainedMixin, dtype_name, init_is_skipped
 from ..resize import resize_matrix
 
 ACTIVATIONS = {
@@ -458,6 +458,8 @@ class FlaxViTPreTrainedModel(PretrainedMixin):
         if not isinstance(config, ViTConfig):
             raise TypeError(f"config must be a ViTConfig, got {type(config).__name__}")
         check_model_family(type(self), config)
+        # Any framework's spelling ("bfloat16", jnp.bfloat16, tf.bfloat16) becomes a jnp dtype.
+        dtype, param_dtype = jnp.dtype(dtype_name(dtype)), jnp.dtype(dtype_name(param_dtype))
         self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
         self._network_kwargs = network_kwargs
         abstract = nnx.eval_shape(lambda: self.network_class(config, **network_kwargs, dtype=dtype, param_dtype=param_dtype))

@@ -27,7 +27,7 @@ from ..outputs import (
     ModelOutput,
 )
 from ..params import classifier_width
-from ..pretrained import PretrainedMixin, init_is_skipped, skip_init
+from ..pretrained import PretrainedMixin, dtype_name, init_is_skipped, skip_init
 from ..resize import resize_matrix
 
 
@@ -158,7 +158,8 @@ class ViTSelfAttention(nn.Module):
             context, probs = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout), None
         else:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-            probs = scores.softmax(dim=-1)
+            # Softmax statistics in float32 whatever the compute dtype, as in the TF and Flax twins (and HF).
+            probs = scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
             dropped = F.dropout(probs, dropout, self.training)
             if head_mask is not None:
                 dropped = dropped * head_mask
@@ -346,7 +347,8 @@ class ViTAttentionPoolingHead(nn.Module):
 
         q = heads(self.attention.query(self.probe.expand(batch, -1, -1)))
         k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
-        probs = (torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)).softmax(dim=-1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        probs = scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
         pooled = self.attention.out_proj(torch.matmul(probs, v).transpose(1, 2).flatten(2))
         pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
         return pooled[:, 0]
@@ -402,7 +404,8 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
             config = config.copy(attn_implementation=attn_implementation)
         check_model_family(type(self), config)
         self.config = config
-        self._torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) and torch_dtype != "auto" else torch_dtype
+        keep = torch_dtype is None or (isinstance(torch_dtype, str) and torch_dtype == "auto")
+        self._torch_dtype = None if keep else getattr(torch, dtype_name(torch_dtype))
 
     def post_init(self) -> None:
         """Initialise like HF (seeded from torch's RNG, so torch.manual_seed makes it repeatable)."""
