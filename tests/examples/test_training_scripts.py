@@ -85,6 +85,11 @@ def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tm
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for name in a:
+        if name.endswith("attention.key.bias"):
+            # The key bias's true gradient is exactly zero (it adds the same q.b to every score of a softmax row),
+            # so its trained value is round-off that Adam scales up to step size: it only has to stay tiny.
+            assert np.abs(a[name]).max() < 1e-3 and np.abs(b[name]).max() < 1e-3, name
+            continue
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
 
 

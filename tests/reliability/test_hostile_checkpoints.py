@@ -134,7 +134,7 @@ def test_pickle_with_code_is_refused_with_and_without_torch(tmp_path):
         (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
         (dict(image_size=[32, 32, 3]), "image_size"),
         (dict(problem_type="ranking"), "problem_type"),
-        (dict(use_fc_norm=True), "use_fc_norm"),
+        (dict(use_fc_norm=True, pooling="map", class_token=False), "use_fc_norm"),
         (dict(num_labels=-1), "num_labels"),
     ],
 )
