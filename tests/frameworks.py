@@ -8,7 +8,8 @@ import numpy as np
 
 FRAMEWORKS = ("pt", "tf", "flax")
 PREFIX = {"pt": "", "tf": "TF", "flax": "Flax"}
-CLASS_NAMES = {"base": "ViTModel", "classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling"}
+CLASS_NAMES = {"base": "ViTModel", "classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling",
+               "projection": "ViTWithProjection", "distilled": "ViTForImageClassificationWithTeacher"}
 
 
 def model_class(framework: str, head: str):
@@ -75,39 +76,57 @@ def load(framework: str, head: str, path, **kwargs):
     return model.eval() if framework == "pt" else model
 
 
-def loss_and_grads(framework: str, model, pixel_values: np.ndarray, **inputs: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-    """The loss (from labels or bool_masked_pos) and its gradient w.r.t. every parameter, canonical names and layout."""
+def sum_of_squares(fields: tuple[str, ...]):
+    """An objective for `loss_and_grads`: the sum of squares of every listed output the model returns, so every
+    parameter that reaches an output gets a gradient (for heads without labels)."""
+
+    def objective(framework: str, out):
+        total = 0.0
+        for name in fields:
+            value = getattr(out, name, None)
+            if value is not None:
+                total = total + (__import__("tensorflow").reduce_sum(value**2) if framework == "tf" else (value**2).sum())
+        return total
+
+    return objective
+
+
+def loss_and_grads(framework: str, model, pixel_values: np.ndarray, objective=None, training: bool = False,
+                   **inputs: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """A scalar and its gradient w.r.t. every parameter, canonical names and layout. The scalar is the model's
+    loss (from labels or bool_masked_pos), or `objective(framework, outputs)`. `training` runs in training mode,
+    where gradient checkpointing applies (PyTorch takes the mode from the module)."""
     from vit.params import from_layout, state_from_layout
+
+    def scalar(out):
+        return out.loss if objective is None else objective(framework, out)
 
     if framework == "pt":
         import torch
 
         model.zero_grad()
-        out = model(torch.from_numpy(pixel_values), **{k: torch.from_numpy(v) for k, v in inputs.items()})
-        out.loss.backward()
-        return float(out.loss.detach()), {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+        value = scalar(model(torch.from_numpy(pixel_values), **{k: torch.from_numpy(v) for k, v in inputs.items()}))
+        value.backward()
+        return float(value.detach()), {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
     if framework == "tf":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = model(pixel_values, **inputs, training=False).loss
+            value = scalar(model(pixel_values, **inputs, training=training))
         variables = model.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(value, variables)
         names, specs = model.canonical_name_of(), model.parameter_specs()
         out = {}
         for var, grad in zip(variables, grads, strict=True):
             if id(var) in names and grad is not None:
                 spec = specs[names[id(var)]]
                 out[spec.name] = from_layout(np.asarray(tf.convert_to_tensor(grad)), spec.kind, spec.leaf, "tf")
-        return float(loss), out
+        return float(value), out
     import jax
 
     from vit.params import flatten
 
-    def loss_fn(params):
-        return model(pixel_values, **inputs, params=params).loss
-
-    loss, grads = jax.value_and_grad(loss_fn)(model.params)
+    value, grads = jax.value_and_grad(lambda p: scalar(model(pixel_values, **inputs, params=p, train=training)))(model.params)
     state, unknown = state_from_layout({k: np.asarray(v) for k, v in flatten(grads).items()}, model.config, "flax")
     assert not unknown, unknown
-    return float(loss), state
+    return float(value), state

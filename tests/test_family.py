@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 from conftest import FIXTURES
-from frameworks import PREFIX, run, to_framework, to_numpy
+from frameworks import PREFIX, loss_and_grads, run, sum_of_squares, to_framework, to_numpy
 
 FAMILY = FIXTURES / "family"
 CASES = ("clip", "clip-vision-only", "siglip", "dinov2", "dinov2-classification", "dinov2-registers",
@@ -142,49 +142,10 @@ def test_family_class_refuses_another_familys_config(framework, tiny_config):
 TRAINABLE = ("clip", "siglip", "dinov2-classification", "dinov2-registers", "deit-distilled")
 
 
-def _scalar(framework: str, model, pixel_values, **kwargs):
-    """A scalar of every output the model has, so every parameter gets a gradient."""
-    out = model(pixel_values, **kwargs)
-    total = 0.0
-    for name in OUTPUTS:
-        value = getattr(out, name, None)
-        if value is not None:
-            total = total + (value**2).sum() if framework != "tf" else total + __import__("tensorflow").reduce_sum(value**2)
-    return total
-
-
 def gradients(framework: str, model, pixel_values: np.ndarray, training: bool = False) -> dict[str, np.ndarray]:
     """d(sum of squared outputs)/d(parameter), by canonical name, in canonical layout (`training`: in training
     mode, where gradient checkpointing applies; the configs have no dropout, so the numbers are the same)."""
-    from vit.params import from_layout, state_from_layout
-
-    if framework == "pt":
-        import torch
-
-        model.zero_grad()
-        _scalar(framework, model, torch.from_numpy(pixel_values)).backward()
-        return {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
-    if framework == "tf":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = _scalar(framework, model, tf.constant(pixel_values), training=training)
-        variables = model.trainable_variables
-        names, specs = model.canonical_name_of(), model.parameter_specs()
-        out = {}
-        for var, grad in zip(variables, tape.gradient(loss, variables), strict=True):
-            if id(var) in names and grad is not None:
-                spec = specs[names[id(var)]]
-                out[spec.name] = from_layout(np.asarray(tf.convert_to_tensor(grad)), spec.kind, spec.leaf, "tf")
-        return out
-    import jax
-
-    from vit.params import flatten
-
-    grads = jax.grad(lambda p: _scalar(framework, model, pixel_values, params=p, train=training))(model.params)
-    state, unknown = state_from_layout({k: np.asarray(v) for k, v in flatten(grads).items()}, model.config, "flax")
-    assert not unknown, unknown
-    return state
+    return loss_and_grads(framework, model, pixel_values, sum_of_squares(OUTPUTS), training)[1]
 
 
 @pytest.mark.parametrize("case", TRAINABLE)
