@@ -121,28 +121,6 @@ def test_pickle_with_code_is_refused_with_and_without_torch(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    "kwargs, field",
-    [
-        (dict(hidden_size=30, num_attention_heads=4), "divisible by num_attention_heads"),
-        (dict(image_size=30, patch_size=8), "not divisible by patch_size"),
-        (dict(hidden_size=-8), "hidden_size"),
-        (dict(num_channels="3"), "num_channels"),
-        (dict(hidden_act="gleu"), "hidden_act"),
-        (dict(pooling="max"), "pooling"),
-        (dict(layer_norm_eps=0), "layer_norm_eps"),
-        (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
-        (dict(image_size=[32, 32, 3]), "image_size"),
-        (dict(problem_type="ranking"), "problem_type"),
-        (dict(use_fc_norm=True, pooling="map", class_token=False), "use_fc_norm"),
-        (dict(num_labels=-1), "num_labels"),
-    ],
-)
-def test_invalid_values_name_the_field(kwargs, field):
-    with pytest.raises(ConfigError, match=field):
-        ViTConfig(**kwargs)
-
-
 # ------------------------------------------------------------------ wrong files, said in one line (issue 11.16)
 HF_WRITTEN = FIXTURES / "hf-written"
 
