@@ -12,7 +12,7 @@ install:
 	$(PIP) install -e ".[all,embed,export,test]"
 
 test:
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --durations=20
 
 lint:
 	$(PY) -m ruff check src tests conversion benchmarks examples
