@@ -627,6 +627,12 @@ def save_checkpoint(
     pytorch_model.bin into HF's shards and index (`model-00001-of-00002.safetensors` and
     `model.safetensors.index.json`); None writes one file. `safe_serialization=False` writes
     pytorch_model.bin instead of model.safetensors, as HF's keyword does.
+
+    A family model (CLIP, SigLIP, DINOv2, DINOv2 with registers, DeiT) is written under its family's HF names in
+    every format, from the family columns of the parameter table. HF's TF and Flax classes read tf_model.h5 and
+    flax_model.msgpack where transformers 4.57.6 has them (TF CLIP and DeiT, Flax CLIP and DINOv2); where it has
+    none (SigLIP, DINOv2 with registers, TF DINOv2, Flax DeiT) the files follow HF's naming convention
+    (`vit.params.FAMILY_TF_MAIN_LAYER`, `FAMILY_LEAVES`) and `from_pretrained` reads them in every framework.
     """
     specs = parameter_specs(config, head, *_flags_from_state(state, config, head))
     unknown = [n for n in state if n not in specs]
