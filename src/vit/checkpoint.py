@@ -513,18 +513,36 @@ def _write_safetensors(state: dict[str, np.ndarray], path: str, metadata: dict[s
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, path, metadata=metadata or {"format": "pt"})
 
 
-def _write_tf_h5(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head: str, path: str) -> None:
-    """HF's `tf_model.h5` layout, readable by HF's TF models (and by `_read_tf_h5`)."""
-    import h5py
-
-    model_name = _TF_MODEL_NAMES[head]
-    by_layer: dict[str, list[tuple[str, np.ndarray]]] = {}
+def _tf_weights(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head: str, config: ViTConfig,
+                architecture: str | None) -> tuple[dict[str, np.ndarray], str]:
+    """({HF TF weight path: array in TF layout}, the Keras model name) that HF's TF class for this model has."""
+    if config.family != "vit":
+        weights = state_to_family(state, specs, config.family, "tf")
+        return weights, _keras_name("TF" + (architecture or "Model"))
+    weights = {}
     for name, array in state.items():
         spec = specs[name]
         tf_name = layout_name(spec, "tf")
         if head == "base":
             tf_name = "vit/" + tf_name  # TFViTModel keeps its backbone in a layer called "vit"
-        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, to_layout(_widen_bfloat16(array), spec.kind, spec.leaf, "tf")))
+        weights[tf_name] = to_layout(array, spec.kind, spec.leaf, "tf")
+    return weights, _TF_MODEL_NAMES[head]
+
+
+def _keras_name(class_name: str) -> str:
+    """Keras 2's default layer name for a class (its CamelCase-to-snake_case rule): TFCLIPVisionModel ->
+    tfclip_vision_model, TFDeiTModel -> tf_dei_t_model. HF strips it when loading; written for fidelity."""
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", class_name)).lower()
+
+
+def _write_tf_h5(weights: dict[str, np.ndarray], model_name: str, path: str) -> None:
+    """HF's `tf_model.h5` layout, readable by HF's TF models (and by `_read_tf_h5`): one group per top-level
+    layer (the first component of each weight path), datasets named `<model name>/<weight path>:0`."""
+    import h5py
+
+    by_layer: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for tf_name, array in weights.items():
+        by_layer.setdefault(tf_name.split("/")[0], []).append((tf_name, _widen_bfloat16(array)))
     with h5py.File(path, "w") as f:
         f.attrs["backend"] = "tensorflow"
         f.attrs["keras_version"] = "2.15.0"
@@ -537,11 +555,16 @@ def _write_tf_h5(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], head
         f.create_group("top_level_model_weights").attrs["weight_names"] = np.array([], dtype="S")
 
 
-def _write_flax_msgpack(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], path: str) -> None:
-    """Flax's msgpack format (what `flax.serialization.to_bytes` writes), without needing JAX."""
-    import msgpack
+def _flax_weights(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], config: ViTConfig) -> dict[str, np.ndarray]:
+    """{`/`-joined path in HF's Flax params tree: array in Flax layout} for this model."""
+    if config.family != "vit":
+        return state_to_family(state, specs, config.family, "flax")
+    return {layout_name(specs[n], "flax"): to_layout(a, specs[n].kind, specs[n].leaf, "flax") for n, a in state.items()}
 
-    flat = {layout_name(specs[n], "flax"): to_layout(a, specs[n].kind, specs[n].leaf, "flax") for n, a in state.items()}
+
+def _write_flax_msgpack(flat: dict[str, np.ndarray], path: str) -> None:
+    """Flax's msgpack format (what `flax.serialization.to_bytes` writes) of a flat {path: array}, without JAX."""
+    import msgpack
 
     def pack_array(x):
         if isinstance(x, np.ndarray):
@@ -604,6 +627,12 @@ def save_checkpoint(
     pytorch_model.bin into HF's shards and index (`model-00001-of-00002.safetensors` and
     `model.safetensors.index.json`); None writes one file. `safe_serialization=False` writes
     pytorch_model.bin instead of model.safetensors, as HF's keyword does.
+
+    A family model (CLIP, SigLIP, DINOv2, DINOv2 with registers, DeiT) is written under its family's HF names in
+    every format, from the family columns of the parameter table. HF's TF and Flax classes read tf_model.h5 and
+    flax_model.msgpack where transformers 4.57.6 has them (TF CLIP and DeiT, Flax CLIP and DINOv2); where it has
+    none (SigLIP, DINOv2 with registers, TF DINOv2, Flax DeiT) the files follow HF's naming convention
+    (`vit.params.FAMILY_TF_MAIN_LAYER`, `FAMILY_LEAVES`) and `from_pretrained` reads them in every framework.
     """
     specs = parameter_specs(config, head, *_flags_from_state(state, config, head))
     unknown = [n for n in state if n not in specs]
@@ -618,12 +647,8 @@ def save_checkpoint(
         formats = tuple(dict.fromkeys("pt" if fmt == "safetensors" else fmt for fmt in formats))
     hf_state = state  # the tensors under the names written to model.safetensors / pytorch_model.bin
     if config.family != "vit":
-        # The family's own HF names (e.g. CLIP's vision_model.*), so that HF's class for the family reads the file.
-        if set(formats) - {"safetensors", "pt"}:
-            raise CheckpointError(
-                f"A {config.family} model is saved in HF's PyTorch layout only (formats 'safetensors' and 'pt'); "
-                f"got formats={tuple(formats)}. HF's TF and Flax classes read those files with from_pt=True."
-            )
+        # The family's own HF names (e.g. CLIP's vision_model.*), so that HF's class for the family reads the file;
+        # tf_model.h5 and flax_model.msgpack get the same table's TF and Flax names (`_tf_weights`, `_flax_weights`).
         try:
             hf_state = state_to_family(state, specs, config.family)
         except KeyError as err:
@@ -661,9 +686,11 @@ def save_checkpoint(
                 f"pytorch_model.bin are sharded; the {fmt!r} format is written whole. Save it without max_shard_size."
             )
         elif fmt == "tf":
-            writers[TF_WEIGHTS_NAME] = lambda p: _write_tf_h5(state, specs, head, p)
+            tf_weights, model_name = _tf_weights(state, specs, head, config, architecture)
+            writers[TF_WEIGHTS_NAME] = lambda p, w=tf_weights, m=model_name: _write_tf_h5(w, m, p)
         else:
-            writers[FLAX_WEIGHTS_NAME] = lambda p: _write_flax_msgpack(state, specs, p)
+            flax_weights = _flax_weights(state, specs, config)
+            writers[FLAX_WEIGHTS_NAME] = lambda p, w=flax_weights: _write_flax_msgpack(w, p)
     atomic_save_folder(folder, writers, remove_stale=is_weight_file)
 
 

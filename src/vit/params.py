@@ -431,13 +431,26 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # Which column of MODULES names each family's tensors (DINOv2 with registers shares DINOv2's names).
 FAMILY_COLUMNS = {"clip": "clip", "siglip": "siglip", "dinov2": "dinov2", "dinov2_with_registers": "dinov2",
                   "deit": "deit", "openclip": "openclip"}  # openclip: a source layout (vit.convert), not a config family
-# Where HF's head models keep the backbone (ViT's `vit.`); CLIP's and SigLIP's names start with their tower,
-# `vision_model.`, in every class.
+# Where HF's head models keep the backbone (ViT's `vit.`, HF's `base_model_prefix`); CLIP's and SigLIP's names
+# start with their tower, `vision_model.`, in every class.
 FAMILY_HEAD_PREFIX = {"vit": HEAD_PREFIX, "clip": "", "siglip": "", "dinov2": "dinov2.",
-                      "dinov2_with_registers": "dinov2.", "deit": "deit.", "openclip": ""}
-# Leaf names of the storage kinds that only families use, per layout (no TF/Flax entry: HF has no such model).
+                      "dinov2_with_registers": "dinov2_with_registers.", "deit": "deit.", "openclip": ""}
+# HF's TF classes keep the backbone in one main layer named after `base_model_prefix` (TFDeiTModel: `deit/...`,
+# TFCLIPVisionModel and TFCLIPModel: `clip/vision_model/...`, `clip/visual_projection/...`); heads of the other
+# families are top-level layers beside it (`classifier/kernel`). SigLIP and DINOv2 (with registers) have no HF TF
+# class: their main layers follow the same rule.
+FAMILY_TF_MAIN_LAYER = {"clip": "clip", "siglip": "siglip", "dinov2": "dinov2",
+                        "dinov2_with_registers": "dinov2_with_registers", "deit": "deit"}
+# Leaf names of the storage kinds that only families use, per layout. A raw nn.Parameter such as
+# nn.MultiheadAttention's `in_proj_weight` (SigLIP's MAP head) keeps its PyTorch name and layout in TF and Flax: that
+# is what HF's own PyTorch-to-TF/Flax renaming gives it (only `weight` of a Linear/Conv/Embedding/LayerNorm becomes
+# kernel/embeddings/gamma; transformers.modeling_tf_pytorch_utils, modeling_flax_pytorch_utils). HF has no TF or
+# Flax SigLIP, so this is the layout its convention would give.
 FAMILY_LEAVES = {TABLE: {"pt": ("weight",), "tf": ("embeddings",), "flax": ("embedding",)},
-                 MHA_IN: {"pt": ("in_proj_weight", "in_proj_bias")}, MATMUL: {"pt": (None,)}}
+                 MHA_IN: {layout: ("in_proj_weight", "in_proj_bias") for layout in ("pt", "tf", "flax")},
+                 MATMUL: {"pt": (None,)}}
+# The storage kinds whose arrays are in PyTorch layout in every layout (an embedding table is (rows, D) everywhere).
+RAW_STORAGE = (TABLE, MHA_IN)
 # The text tower of a two-tower checkpoint (CLIPModel, SiglipModel): read past, never loaded.
 TOWER_PREFIXES = ("text_model", "text_projection", "logit_scale", "logit_bias")
 
@@ -502,26 +515,50 @@ def family_state_from_layout(
             continue
         parts = lookup[found]
         for part, (spec, alias) in parts.items():
-            value = np.split(array, len(parts), axis=0)[part] if part is not None else array
-            value = from_layout(value, spec.kind, spec.leaf, layout)
+            # A fused tensor is split in PyTorch layout (parts stacked along the output axis, axis 0).
+            value = _family_from_layout(array, spec, alias, layout)
+            value = np.split(value, len(parts), axis=0)[part] if part is not None else value
             state[spec.name] = value.reshape((1,) * alias.squeeze + value.shape) if alias.squeeze else value
     return state, unknown, tower
 
 
-def state_to_family(state: dict[str, np.ndarray], specs: dict[str, ParamSpec], family: str) -> dict[str, np.ndarray]:
-    """A canonical state dict -> the family's HF PyTorch names and arrays (what HF's PyTorch class loads)."""
+def _family_from_layout(array: np.ndarray, spec: ParamSpec, alias: Alias, layout: str) -> np.ndarray:
+    """A family's stored array (a whole fused tensor too) -> PyTorch layout; by the storage kind, never the rank."""
+    return array if alias.kind in RAW_STORAGE else from_layout(array, spec.kind, spec.leaf, layout)
+
+
+def _family_to_layout(array: np.ndarray, spec: ParamSpec, alias: Alias, layout: str) -> np.ndarray:
+    """The inverse of `_family_from_layout`."""
+    return array if alias.kind in RAW_STORAGE else to_layout(array, spec.kind, spec.leaf, layout)
+
+
+def state_to_family(
+    state: dict[str, np.ndarray], specs: dict[str, ParamSpec], family: str, layout: str = "pt"
+) -> dict[str, np.ndarray]:
+    """A canonical state dict -> the family's HF names and arrays in a layout: "pt" (what HF's PyTorch class
+    loads), "tf" (the weight paths of HF's TF class, main layer first: `deit/encoder/layer_._0/...`) or "flax"
+    (the `/`-joined paths of HF's Flax params tree). The inverse of `family_state_from_layout`.
+
+    Raises KeyError when the family has no place for a parameter, or only some parts of a fused tensor are given.
+    """
     out: dict[str, np.ndarray] = {}
-    fused: dict[str, dict[int, np.ndarray]] = {}
+    fused: dict[str, dict[int, tuple[ParamSpec, Alias, np.ndarray]]] = {}
     for name, array in state.items():
-        name_in_family, part, alias = family_name(specs[name], family, "pt")
+        spec = specs[name]
+        name_in_family, part, alias = family_name(spec, family, layout)
+        if layout == "tf" and (not FAMILY_HEAD_PREFIX[family] or (
+                not spec.name.startswith(HEAD_PREFIX) and spec.module.scope not in HEAD_SCOPES)):
+            name_in_family = f"{FAMILY_TF_MAIN_LAYER[family]}/{name_in_family}"
         if alias.squeeze:
             array = array.reshape(array.shape[alias.squeeze:])
         if part is None:
-            out[name_in_family] = array
+            out[name_in_family] = _family_to_layout(array, spec, alias, layout)
         else:
-            fused.setdefault(name_in_family, {})[part] = array
+            fused.setdefault(name_in_family, {})[part] = (spec, alias, array)
     for name_in_family, parts in fused.items():
         if sorted(parts) != list(range(len(parts))) or len(parts) < 2:
             raise KeyError(f"{name_in_family} is fused from several parameters, but only parts {sorted(parts)} are given")
-        out[name_in_family] = np.concatenate([parts[k] for k in sorted(parts)], axis=0)
+        spec, alias, _ = parts[0]
+        whole = np.concatenate([parts[k][2] for k in sorted(parts)], axis=0)  # stacked in PyTorch layout
+        out[name_in_family] = _family_to_layout(whole, spec, alias, layout)
     return out
