@@ -491,13 +491,15 @@ def export_tflite(model_dir: str | os.PathLike, out_path: str | os.PathLike, ima
     config = model.config
     image_hw = _image_hw(config, image_size)
     names, input_names = _output_names(model, head), _input_names(head)
-    frozen = convert_variables_to_constants_v2(_tf_function(model, head, names, image_hw).get_concrete_function())
+    concrete = _tf_function(model, head, names, image_hw).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
     specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in zip(input_names, frozen.inputs, strict=True)]
 
-    # The frozen function returns a flat list; this wrapper gives the signature its output names back.
+    # The frozen function returns a flat list, in tf.nest's order of the dict (sorted keys, not `names`'
+    # order); packing it into the original function's structure gives each output its own name back.
     @tf.function(input_signature=specs, autograph=False)
     def named(*args):
-        return dict(zip(names, frozen(*args), strict=True))
+        return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*args))
 
     out_path = os.fspath(out_path)
     with tempfile.TemporaryDirectory() as saved, atomic_path(out_path) as tmp:
