@@ -7,11 +7,16 @@ the tolerance raises `ExportError` and leaves nothing behind.
 
 - Input: `pixel_values`, NCHW float32 (and `bool_masked_pos`, (batch, patches) bool, for the
   masked-image-modelling head, whose reconstruction HF computes from a mask).
+- The class is the one config.json's `architectures` names (`model_class_name`): plain ViT or the family
+  (CLIP, SigLIP, DINOv2 with or without registers, DeiT); a two-tower CLIP or SigLIP checkpoint gives its
+  image tower.
 - Outputs, named after the class's main outputs: `logits`; `last_hidden_state` and `pooler_output` for
-  a base model; `reconstruction` for masked image modelling.
+  a base model; `reconstruction` for masked image modelling; `image_embeds` for CLIP with its projection;
+  `logits`, `cls_logits` and `distillation_logits` for DeiT with its teacher head.
 - ONNX (from PyTorch): dynamic batch, height and width. The position embeddings are resized inside the
-  graph by an ONNX `Resize` (cubic, a = -0.75, half-pixel), which is PyTorch's bicubic: the same numbers as
-  the models' resize matrices, also at the native size, where the resize is the identity.
+  graph by an ONNX `Resize` (cubic, a = -0.75, half-pixel), which is PyTorch's bicubic, or with antialias
+  (a = -0.5) where the config asks for it: the same numbers as the models' resize matrices, also at the
+  native size, where the resize is the identity.
 - LiteRT and SavedModel (from TensorFlow), StableHLO (from JAX): dynamic batch, a fixed image size.
 
 Example:
