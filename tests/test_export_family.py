@@ -228,3 +228,23 @@ def test_plain_vit_classes_still_resolve():
     assert export.model_class_name(config) == "ViTModel"
     config.extra["architectures"] = ["TFViTForImageClassification"]
     assert export.model_class_name(config) == "ViTForImageClassification"
+
+
+def test_swiglu_exports_to_litert_and_savedmodel(tmp_path):
+    """SwiGLU (DINOv2-g; timm's SwiGLUPacked) through LiteRT and SavedModel reproduces timm's logits. tf.nn.silu's
+    custom gradient used to make tf.saved_model.save fail ("invalid capture ... beta") in both exports."""
+    import subprocess
+    import sys
+
+    case = FAMILY / "timm-dinov2-swiglu-p14-28"
+    heads = json.loads((case / "timm_args.json").read_text())["VisionTransformer_kwargs"]["num_heads"]
+    folder = tmp_path / "converted"
+    subprocess.run([sys.executable, str(FIXTURES.parents[1] / "conversion" / "convert.py"), "--from", "timm",
+                    str(case / "model.safetensors"), str(folder), "--num-attention-heads", str(heads),
+                    "--pooling", "cls"], check=True, capture_output=True)
+    e = np.load(case / "expected.npz")
+    for fmt in ("tflite", "savedmodel"):
+        path = tmp_path / f"swiglu{SUFFIX[fmt]}"
+        assert export.EXPORTERS[fmt](folder, path).ok
+        assert max_diff(RUN[fmt](path, e["pixel_values"])["logits"], e["logits"]) <= TOL, fmt
+    assert not {op for op in export.tflite_ops(tmp_path / "swiglu.tflite") if op.startswith("Flex") or op == "CUSTOM"}

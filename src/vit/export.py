@@ -438,6 +438,14 @@ def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, 
     return serve
 
 
+def _inference_save_options():
+    """Saving for inference only, without custom gradients: tf.nn.silu's (SwiGLU, silu models) captures its
+    `beta` tensor, which tf.saved_model.save cannot serialise ("Found invalid capture ... beta")."""
+    import tensorflow as tf
+
+    return tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
+
 def _tf_reference(model, head: str, inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
     out = model(**inputs, interpolate_pos_encoding=True, training=False)
     return {n: np.asarray(getattr(out, n), dtype=np.float64) for n in names}
@@ -455,7 +463,8 @@ def export_savedmodel(model_dir: str | os.PathLike, out_dir: str | os.PathLike) 
     holder.model, holder.serve = model, serve
     out_dir = os.fspath(out_dir)
     with _atomic_dir(out_dir) as tmp:
-        tf.saved_model.save(holder, tmp, signatures={"serving_default": serve.get_concrete_function()})
+        tf.saved_model.save(holder, tmp, signatures={"serving_default": serve.get_concrete_function()},
+                            options=_inference_save_options())
         inputs = check_inputs(config, head, config.image_hw)
         check = _compare(run_savedmodel(tmp, **inputs), _tf_reference(model, head, inputs, names),
                          inputs["pixel_values"].shape)
@@ -508,7 +517,8 @@ def export_tflite(model_dir: str | os.PathLike, out_path: str | os.PathLike, ima
 
     out_path = os.fspath(out_path)
     with tempfile.TemporaryDirectory() as saved, atomic_path(out_path) as tmp:
-        tf.saved_model.save(tf.Module(), saved, signatures={"serving_default": named.get_concrete_function()})
+        tf.saved_model.save(tf.Module(), saved, signatures={"serving_default": named.get_concrete_function()},
+                            options=_inference_save_options())
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize:
