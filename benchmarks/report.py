@@ -78,6 +78,77 @@ def all_rows(results: dict) -> list[str]:
     return rows
 
 
+EAGER = "PyTorch eager (ours)"
+ORT_VARIANTS = ("fp32", "int8")
+
+
+def onnxruntime_rows(results: dict) -> list[str]:
+    """`vit export onnx` under onnxruntime (fp32 and int8) against PyTorch eager, from bench_onnxruntime's entries."""
+    rows = []
+    for label, entry in results.get("inference", {}).items():
+        ort = entry.get("onnxruntime")
+        if not ort:
+            continue
+        for batch_key, cell in ort.items():
+            if not batch_key.startswith("batch") or EAGER not in cell:
+                continue
+            eager = cell[EAGER]
+            parts = []
+            for variant in ORT_VARIANTS:
+                rate = cell.get(f"onnxruntime {variant}")
+                if rate is None:
+                    continue
+                parts.append(f"{rate:.1f} ({rate / eager:.2f}×) | {cell[f'max |logits diff| {variant} vs PyTorch']:.1e} | "
+                             f"{cell[f'top-1 agreement {variant} vs PyTorch']:.2f}")
+            if len(parts) == len(ORT_VARIANTS):
+                rows.append(f"| ViT-{label} | {batch_key[6:]} | {eager:.1f} | " + " | ".join(parts) + " |")
+    if not rows:
+        return []
+    header = ["| model | batch | PyTorch eager img/s | onnxruntime fp32 img/s (× eager) | fp32 max \\|logit diff\\| | "
+              "fp32 top-1 agreement | onnxruntime int8 img/s (× eager) | int8 max \\|logit diff\\| | int8 top-1 agreement |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    return header + rows
+
+
+def onnx_export_note(results: dict) -> str | None:
+    """The exported files' sizes and export times, one clause per model and variant."""
+    clauses = []
+    for label, entry in results.get("inference", {}).items():
+        for variant in ORT_VARIANTS:
+            export = entry.get("onnxruntime", {}).get(f"export {variant}")
+            if export:
+                clauses.append(f"ViT-{label} {variant} {export['file MiB']:.0f} MiB in {export['seconds']:.0f} s")
+    return ("Exported files (with the export's own parity check): " + "; ".join(clauses) + ".") if clauses else None
+
+
+def embed_line(results: dict) -> str | None:
+    """`vit embed`'s engine against the plain loop (bench_embed)."""
+    embed = results.get("vit embed (ViT-S/16, 224)")
+    if not embed or embed.get("ratio engine / loop") is None:
+        return None
+    rates = embed["images/s"]
+    return (f"`vit embed` (ViT-S/16, 224, {embed['images']} JPEG photos, batch {embed['batch']}): the local engine "
+            f"{rates['vit embed (local engine)']:.1f} img/s, a plain processor + model loop {rates['plain loop']:.1f} "
+            f"img/s, ratio engine / loop {embed['ratio engine / loop']:.2f}.")
+
+
+def export_and_embed_lines(results: dict) -> list[str]:
+    """The onnxruntime table and the `vit embed` ratio, for summarise(); nothing for a run without them."""
+    lines: list[str] = []
+    rows = onnxruntime_rows(results)
+    if rows:
+        lines += ["", "`vit export onnx` under onnxruntime (CPU provider), against our PyTorch eager model on the same "
+                  "input; the int8 file is onnxruntime's dynamic quantisation, and its differences are on random "
+                  "weights (small logits):", "", *rows]
+        note = onnx_export_note(results)
+        if note:
+            lines += ["", note]
+    embed = embed_line(results)
+    if embed:
+        lines += ["", embed]
+    return lines
+
+
 def summarise(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -91,6 +162,7 @@ def summarise(results: dict) -> str:
         "",
         *mfu_rows(results),
     ]
+    lines += export_and_embed_lines(results)
     peers = results.get("peers", {})
     missing = [f"{k}: {v}" for k, v in peers.items() if v != "available"]
     if missing:

@@ -7,11 +7,16 @@ the tolerance raises `ExportError` and leaves nothing behind.
 
 - Input: `pixel_values`, NCHW float32 (and `bool_masked_pos`, (batch, patches) bool, for the
   masked-image-modelling head, whose reconstruction HF computes from a mask).
+- The class is the one config.json's `architectures` names (`model_class_name`): plain ViT or the family
+  (CLIP, SigLIP, DINOv2 with or without registers, DeiT); a two-tower CLIP or SigLIP checkpoint gives its
+  image tower.
 - Outputs, named after the class's main outputs: `logits`; `last_hidden_state` and `pooler_output` for
-  a base model; `reconstruction` for masked image modelling.
+  a base model; `reconstruction` for masked image modelling; `image_embeds` for CLIP with its projection;
+  `logits`, `cls_logits` and `distillation_logits` for DeiT with its teacher head.
 - ONNX (from PyTorch): dynamic batch, height and width. The position embeddings are resized inside the
-  graph by an ONNX `Resize` (cubic, a = -0.75, half-pixel), which is PyTorch's bicubic: the same numbers as
-  the models' resize matrices, also at the native size, where the resize is the identity.
+  graph by an ONNX `Resize` (cubic, a = -0.75, half-pixel), which is PyTorch's bicubic, or with antialias
+  (a = -0.5) where the config asks for it: the same numbers as the models' resize matrices, also at the
+  native size, where the resize is the identity.
 - LiteRT and SavedModel (from TensorFlow), StableHLO (from JAX): dynamic batch, a fixed image size.
 
 Example:
@@ -49,7 +54,8 @@ FP32_TOLERANCE = 1e-4
 # catches a broken artifact; the accuracy cost is measured on real data (tests/test_export.py, README).
 QUANTIZED_TOLERANCE = {"int8": 0.3, "fp16": 0.005}
 OUTPUT_NAMES = {"classification": ("logits",), "base": ("last_hidden_state", "pooler_output"),
-                "mim": ("reconstruction",)}
+                "mim": ("reconstruction",), "projection": ("image_embeds",),
+                "distilled": ("logits", "cls_logits", "distillation_logits")}
 CHECK_BATCH = 2  # the check runs two images, so a batch axis that was wrongly fixed to 1 fails
 CHECK_SEED = 0
 
@@ -110,10 +116,40 @@ def _within(check: ParityCheck, tolerance: float, relative: bool) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- shared pieces
+# A two-tower checkpoint's image tower: CLIP's includes its projection (image_embeds, what CLIP deploys);
+# SigLIP's has none (its pooler_output is the attention pool).
+TWO_TOWER_IMAGE_CLASS = {"CLIPModel": "CLIPVisionModelWithProjection", "SiglipModel": "SiglipVisionModel"}
+
+
+def model_class_name(config: ViTConfig) -> str:
+    """The vit class (no framework prefix) that config.json's `architectures` names, as HF would load it.
+
+    A vit or HF class name is used as is (its TF/Flax prefix dropped); a two-tower CLIP or SigLIP checkpoint
+    gives its image tower; a missing or unknown architecture gives the family's base model (`AutoModel`).
+    """
+    import vit
+
+    from .auto import MODEL_MAPPING, PREFIXES, class_name_for
+
+    for architecture in config.extra.get("architectures") or []:
+        if architecture in TWO_TOWER_IMAGE_CLASS:
+            return TWO_TOWER_IMAGE_CLASS[architecture]
+        for prefix in ("TF", "Flax", ""):
+            name = architecture.removeprefix(prefix) if architecture.startswith(prefix) else None
+            # Model classes only (the lookup imports no framework): each exists in all three frameworks.
+            if name and all(vit._EXPORTS.get(p + name, "").endswith(".modeling") for p in PREFIXES.values()):
+                return name
+    return class_name_for(config.model_type, None, MODEL_MAPPING, "vit export")
+
+
 def head_of(config: ViTConfig) -> str:
-    """The head named by config.json's `architectures`: "classification", "mim" or "base"."""
-    architecture = (config.extra.get("architectures") or ["ViTModel"])[0]
-    return {"ViTForImageClassification": "classification", "ViTForMaskedImageModeling": "mim"}.get(architecture, "base")
+    """The head of the class config.json names: "classification", "mim", "base", "projection" or "distilled".
+
+    (It imports PyTorch, whose class holds the head; the TF and Flax twins have the same.)
+    """
+    import vit
+
+    return getattr(vit, model_class_name(config)).head
 
 
 def _load(framework: str, model_dir: str | os.PathLike):
@@ -122,13 +158,11 @@ def _load(framework: str, model_dir: str | os.PathLike):
     # from_pretrained resolves MODEL (and explains what to do when it is not a local folder).
     folder = os.fspath(model_dir)
     config = ViTConfig.from_pretrained(folder)
-    head = head_of(config)
-    name = {"classification": "ViTForImageClassification", "mim": "ViTForMaskedImageModeling", "base": "ViTModel"}[head]
     prefix = {"pt": "", "tf": "TF", "flax": "Flax"}[framework]
-    model = getattr(vit, prefix + name).from_pretrained(folder)
+    model = getattr(vit, prefix + model_class_name(config)).from_pretrained(folder)
     if framework == "pt":
         model.eval()
-    return model, head
+    return model, model.head
 
 
 def _output_names(model, head: str) -> tuple[str, ...]:
@@ -246,23 +280,36 @@ def _pt_reference(model, head: str, inputs: dict[str, np.ndarray], names: tuple[
     return {n: getattr(out, n).float().numpy().astype(np.float64) for n in names}
 
 
+# The config's position_interpolation (config.POSITION_INTERPOLATIONS) as torch's `F.interpolate` arguments:
+# the call that vit.resize's matrices reproduce. Each exports to one ONNX Resize: cubic, a=-0.75, half-pixel
+# (HF's ViT, CLIP, SigLIP, DINOv2); cubic with antialias, a=-0.5 (HF's DINOv2 with registers).
+INTERPOLATE_ARGS = {
+    "bicubic": {"mode": "bicubic", "align_corners": False},
+    "bicubic_antialias": {"mode": "bicubic", "align_corners": False, "antialias": True},
+}
+
+
 def _in_graph_position_resize(embeddings) -> Callable:
-    """ViTEmbeddings.interpolate_pos_encoding for tracing: always resize, with torch's bicubic interpolate.
+    """ViTEmbeddings.interpolate_pos_encoding for tracing: always resize, with torch's `F.interpolate`.
 
     The eager model skips the resize at its native size (a Python branch on the shape) and multiplies by
     precomputed resize matrices otherwise; neither survives a graph with symbolic height and width. This
-    replacement resizes the grid on every call with `F.interpolate(mode="bicubic", align_corners=False)`,
-    which ONNX exports as Resize(cubic, a=-0.75, half_pixel) and which is the identity at the native size.
+    replacement resizes the patch grid on every call with the config's method (INTERPOLATE_ARGS), which
+    ONNX exports as a Resize and which is the identity at the native size. The rows of the tokens that have
+    position embeddings (class, distillation; none with `no_embed_class` or without a class token) are kept.
     """
     import torch
     import torch.nn.functional as F
 
+    config = embeddings.config
+    method = INTERPOLATE_ARGS[config.position_interpolation]
+
     def interpolate_pos_encoding(self, grid: tuple[int, int]) -> torch.Tensor:
-        prefix = self.config.num_prefix_tokens
-        gh, gw = self.config.grid_hw
+        prefix = config.num_position_prefix_tokens
+        gh, gw = config.grid_hw
         pos = self.position_embeddings
         patches = pos[:, prefix:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
-        patches = F.interpolate(patches, size=(grid[0], grid[1]), mode="bicubic", align_corners=False)
+        patches = F.interpolate(patches, size=(grid[0], grid[1]), **method)
         return torch.cat([pos[:, :prefix], patches.flatten(2).transpose(1, 2)], dim=1)
 
     return types.MethodType(interpolate_pos_encoding, embeddings)
@@ -391,6 +438,14 @@ def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, 
     return serve
 
 
+def _inference_save_options():
+    """Saving for inference only, without custom gradients: tf.nn.silu's (SwiGLU, silu models) captures its
+    `beta` tensor, which tf.saved_model.save cannot serialise ("Found invalid capture ... beta")."""
+    import tensorflow as tf
+
+    return tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
+
 def _tf_reference(model, head: str, inputs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
     out = model(**inputs, interpolate_pos_encoding=True, training=False)
     return {n: np.asarray(getattr(out, n), dtype=np.float64) for n in names}
@@ -408,7 +463,8 @@ def export_savedmodel(model_dir: str | os.PathLike, out_dir: str | os.PathLike) 
     holder.model, holder.serve = model, serve
     out_dir = os.fspath(out_dir)
     with _atomic_dir(out_dir) as tmp:
-        tf.saved_model.save(holder, tmp, signatures={"serving_default": serve.get_concrete_function()})
+        tf.saved_model.save(holder, tmp, signatures={"serving_default": serve.get_concrete_function()},
+                            options=_inference_save_options())
         inputs = check_inputs(config, head, config.image_hw)
         check = _compare(run_savedmodel(tmp, **inputs), _tf_reference(model, head, inputs, names),
                          inputs["pixel_values"].shape)
@@ -449,17 +505,20 @@ def export_tflite(model_dir: str | os.PathLike, out_path: str | os.PathLike, ima
     config = model.config
     image_hw = _image_hw(config, image_size)
     names, input_names = _output_names(model, head), _input_names(head)
-    frozen = convert_variables_to_constants_v2(_tf_function(model, head, names, image_hw).get_concrete_function())
+    concrete = _tf_function(model, head, names, image_hw).get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
     specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in zip(input_names, frozen.inputs, strict=True)]
 
-    # The frozen function returns a flat list; this wrapper gives the signature its output names back.
+    # The frozen function returns a flat list, in tf.nest's order of the dict (sorted keys, not `names`'
+    # order); packing it into the original function's structure gives each output its own name back.
     @tf.function(input_signature=specs, autograph=False)
     def named(*args):
-        return dict(zip(names, frozen(*args), strict=True))
+        return tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(*args))
 
     out_path = os.fspath(out_path)
     with tempfile.TemporaryDirectory() as saved, atomic_path(out_path) as tmp:
-        tf.saved_model.save(tf.Module(), saved, signatures={"serving_default": named.get_concrete_function()})
+        tf.saved_model.save(tf.Module(), saved, signatures={"serving_default": named.get_concrete_function()},
+                            options=_inference_save_options())
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize:
