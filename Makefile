@@ -12,7 +12,7 @@ install:
 	$(PIP) install -e ".[all,embed,export,test]"
 
 test:
-	$(PY) -m pytest -n 2 -q --durations=20
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=20
 
 lint:
 	$(PY) -m ruff check src tests conversion benchmarks examples

@@ -21,6 +21,8 @@ pytest.importorskip("ai_edge_litert")
 
 from vit import export  # noqa: E402
 
+# Each artifact is exported once per module; keep the module on one xdist worker so it is not exported twice.
+pytestmark = pytest.mark.xdist_group("export")
 HEADS = ("classification", "base", "mim")
 OUTPUTS = {"classification": ("logits",), "base": ("last_hidden_state", "pooler_output"), "mim": ("reconstruction",)}
 TOL = export.FP32_TOLERANCE

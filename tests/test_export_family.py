@@ -5,17 +5,14 @@ SigLIP (no class token, tanh GELU, the attention-pooling head), DINOv2 (LayerSca
 embeddings), DINOv2 with registers (register tokens without position embeddings, antialiased resize) and
 DeiT with its teacher head (class and distillation tokens, three logits). ONNX at batch 1 and 3, at the
 native size and at the size of HF's second reference; LiteRT, SavedModel and StableHLO at the native size.
-Each artifact is exported once per module.
 
-An export takes 8-25 s here (tracing and XLA/TF compilation, not the tiny model), so the default run exports
-the pairs where each format meets each family option it could break on (DEFAULT_PAIRS); every one of the 20
-(format, family) pairs passes, and VIT_TEST_ALL_FAMILY_EXPORTS=1 runs them all.
+Every (format, family) pair runs; an export takes 8-25 s here (tracing and XLA/TF compilation, not the tiny
+model), so each artifact is made once per module.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -38,29 +35,11 @@ OUTPUTS = {
 }
 CASES = tuple(OUTPUTS)
 FORMATS = ("onnx", "tflite", "savedmodel", "stablehlo")
-# Per format, the cases whose options that format's path handles on its own:
-# - ONNX resizes positions in its graph: registers without positions and the antialiased resize
-#   (dinov2-registers), no class token and the attention pool (siglip), two position-embedded prefix tokens and
-#   three outputs (deit-distilled);
-# - LiteRT must map quick_gelu (clip) and tanh GELU and the attention pool (siglip) to built-ins, and names its
-#   outputs through a frozen function (deit-distilled's three outputs, not in sorted order);
-# - SavedModel names its signature's outputs (deit-distilled);
-# - StableHLO traces the batch symbolically: the attention pool's probe (siglip) and the register tokens
-#   (dinov2-registers) are broadcast over it.
-DEFAULT_PAIRS = {
-    "onnx": ("siglip", "dinov2-registers", "deit-distilled"),
-    "tflite": ("clip", "siglip", "deit-distilled"),
-    "savedmodel": ("deit-distilled",),
-    "stablehlo": ("siglip", "dinov2-registers"),
-}
-ALL_PAIRS = os.environ.get("VIT_TEST_ALL_FAMILY_EXPORTS") == "1"
+# Each artifact is exported once per module; keep the module on one xdist worker so it is not exported twice.
+pytestmark = pytest.mark.xdist_group("export-family")
 
 
-def cases_for(fmt: str) -> tuple[str, ...]:
-    return CASES if ALL_PAIRS else DEFAULT_PAIRS[fmt]
-
-
-FIXED_SIZE_PAIRS = [(case, fmt) for fmt in FORMATS[1:] for case in cases_for(fmt)]
+FIXED_SIZE_PAIRS = [(case, fmt) for fmt in FORMATS[1:] for case in CASES]
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "", "stablehlo": ".bin"}
 RUN = {"onnx": export.run_onnx, "tflite": export.run_tflite, "savedmodel": export.run_savedmodel,
        "stablehlo": export.run_stablehlo}
@@ -121,7 +100,7 @@ def hf_at_other_size():
 
 
 # ------------------------------------------------------------------------------------------------- ONNX
-@pytest.mark.parametrize("case", cases_for("onnx"))
+@pytest.mark.parametrize("case", CASES)
 def test_onnx_reproduces_hf_at_the_native_size(artifacts, case):
     path, report = artifacts("onnx", case)
     assert report.ok and report.image_size is None and report.output_names == OUTPUTS[case]
@@ -133,7 +112,7 @@ def test_onnx_reproduces_hf_at_the_native_size(artifacts, case):
             assert max_diff(out[name], e[name][:batch]) <= TOL, (name, batch)
 
 
-@pytest.mark.parametrize("case", cases_for("onnx"))
+@pytest.mark.parametrize("case", CASES)
 def test_onnx_reproduces_hf_at_another_size(artifacts, hf_at_other_size, case):
     """The same graph at HF's second resolution: positions resized in the graph, with the family's method."""
     path, _ = artifacts("onnx", case)
@@ -153,7 +132,7 @@ def test_onnx_reproduces_hf_at_another_size(artifacts, hf_at_other_size, case):
 
 def test_onnx_graphs_name_their_outputs(artifacts):
     onnx = pytest.importorskip("onnx")
-    for case in cases_for("onnx"):
+    for case in CASES:
         graph = onnx.load(artifacts("onnx", case)[0]).graph
         assert [i.name for i in graph.input] == ["pixel_values"], case
         assert tuple(o.name for o in graph.output) == OUTPUTS[case], case
