@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -90,7 +91,11 @@ def _quantize_dynamic(model: nn.Module) -> nn.Module:
     engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
     torch.backends.quantized.engine = engine
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    quantized = torch.ao.quantization.quantize_dynamic(frozen, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    with warnings.catch_warnings():
+        # torch.ao's eager quantisation warns that it is deprecated in favour of torchao, whose int8 CPU matmul
+        # (torch._int_mm) measured 30x slower than fbgemm's on an AVX2 CPU; the warning is about our choice.
+        warnings.filterwarnings("ignore", message=".*(torch.ao.quantization is deprecated|quantize_per_tensor).*")
+        quantized = torch.ao.quantization.quantize_dynamic(frozen, {nn.Linear}, dtype=torch.qint8, inplace=True)
     quantized.forward = torch.inference_mode()(quantized.forward)
     return quantized
 
