@@ -69,3 +69,17 @@ def test_bf16_copy_is_frozen_saves_in_bf16_and_takes_bf16_only():
     assert set(fast.state_dict()) == set(bf16.state_dict())
     with pytest.raises(ValueError, match="bfloat16 CPU inputs"):
         fast.vit.encoder.layer[0].attention.attention.query(torch.zeros(1, 64))
+
+
+def test_bf16_patch_embedding_is_a_bf16_convolution():
+    """The patch convolution of the copy computes what the bf16 model's does, whatever kernel runs it."""
+    _, bf16, x = bf16_model_and_input()
+    fast = bf16.optimize_for_inference()
+    eager_conv = bf16.vit.embeddings.patch_embeddings.projection
+    fast_conv = fast.vit.embeddings.patch_embeddings.projection
+    pixels = x.to(torch.bfloat16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast_conv(pixels).float(), eager_conv(pixels).float(), rtol=2**-7, atol=1e-6)
+    assert fast_conv.weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="bfloat16 CPU inputs"):
+        fast_conv(x)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Activations that oneDNN can apply inside the matmul: config name -> (oneDNN op, algorithm).
@@ -81,6 +82,31 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed{fused}"
 
 
+class WidenedConv2d(nn.Module):
+    """A frozen bf16 `nn.Conv2d` computed as float32 on exactly widened values, then rounded to bf16.
+
+    For CPUs without bf16 instructions, where PyTorch's bf16 convolution takes its slow reference path (measured
+    12% of a ViT-S/16 forward, for a layer with 0.5% of the FLOPs).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False) if conv.bias is not None else None
+        self.dtype = self.weight.dtype
+        self.register_buffer("wide_weight", self.weight.detach().float(), persistent=False)
+        self.register_buffer("wide_bias", None if self.bias is None else self.bias.detach().float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dtype != self.dtype:
+            raise ValueError(f"An optimize_for_inference() copy of a {self.dtype} model takes {self.dtype} CPU inputs, "
+                             f"got {x.dtype} on {x.device}; use the original model for other devices and dtypes.")
+        out = F.conv2d(x.float(), self.wide_weight, self.wide_bias, self.stride, self.padding, self.dilation,
+                       self.groups)
+        return out.to(self.dtype)
+
+
 def optimize_for_inference(model: nn.Module) -> nn.Module:
     """Return a frozen, oneDNN-packed copy of a float32 or bfloat16 `model` (see the module docstring)."""
     from .modeling import ViTIntermediate
@@ -100,5 +126,7 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
                 setattr(module, name, PackedLinear(child))
+            elif type(child) is nn.Conv2d and child.weight.dtype == torch.bfloat16 and not native_bf16_gemm():
+                setattr(module, name, WidenedConv2d(child))
     frozen.forward = torch.inference_mode()(frozen.forward)
     return frozen
