@@ -556,7 +556,10 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     pt16 = ViTForImageClassification.from_pretrained(w.folder, dtype=torch.bfloat16).eval()
     pt8 = quantize(pt32, "dynamic")
     tx = torch.from_numpy(x)
+    pt32_fast, pt16_fast = pt32.optimize_for_inference(), pt16.optimize_for_inference()
     variants = {"pytorch fp32": lambda: pt32(tx), "pytorch bf16": lambda: pt16(tx),
+                "pytorch fp32 optimize_for_inference": lambda: pt32_fast(tx),
+                "pytorch bf16 optimize_for_inference": lambda: pt16_fast(tx),
                 "pytorch int8 dynamic": lambda: pt8(tx)}
     if static_int8:  # torch.compile (inductor) of the pt2e graph: minutes on a 2-core machine
         calibration = [torch.from_numpy(np.random.default_rng(i).normal(size=(8, 3, 224, 224)).astype(np.float32))
@@ -584,6 +587,8 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     out["ratio to fp32 of the same framework"] = {
         name: model_rates[name] / model_rates[base] for name, base in (
             ("pytorch bf16", "pytorch fp32"), ("pytorch int8 dynamic", "pytorch fp32"),
+            ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
+            ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
             ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"))
         if name in model_rates}
