@@ -584,13 +584,15 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     with torch.inference_mode():
         model_rates = timed_rounds(variants, 8, rounds)
     out["images/s (batch 8)"] = model_rates
-    out["ratio to fp32 of the same framework"] = {
-        name: model_rates[name] / model_rates[base] for name, base in (
+    out["ratios"] = {
+        f"{name} / {base}": model_rates[name] / model_rates[base] for name, base in (
             ("pytorch bf16", "pytorch fp32"), ("pytorch int8 dynamic", "pytorch fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
-            ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"))
+            ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"),
+            ("pytorch int8 dynamic", "pytorch fp32 optimize_for_inference"),
+            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"))
         if name in model_rates}
     return out
 
