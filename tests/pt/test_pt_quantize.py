@@ -16,11 +16,11 @@ from vit.pt.quantize import quantize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Measured on the 360 held-out digits (fp32 accuracy 96.1%): dynamic int8 96.4%, agreement 99.2%, max |logit diff|
-# 5.1% of max |fp32 logit|; static int8 (pt2e, calibrated on 256 training scans) 96.4%, agreement 99.7%, 2.0%.
+# Measured on the 360 held-out digits (fp32 accuracy 96.1%): dynamic int8 96.7%, agreement 99.4%, max |logit diff|
+# 9.3% of max |fp32 logit|; static int8 (pt2e, calibrated on 256 training scans) 96.4%, agreement 99.7%, 2.0%.
 INT8_MIN_AGREEMENT = 0.99  # top-1 agreement with float32 (issue 15's bar)
 INT8_MAX_ACCURACY_DROP = 0.005  # accuracy within 0.5 points of float32 (issue 15's bar)
-INT8_VS_FP32_REL = {"dynamic": 0.08, "static": 0.05}  # max |logit diff| / max |fp32 logit|
+INT8_VS_FP32_REL = {"dynamic": 0.15, "static": 0.05}  # max |logit diff| / max |fp32 logit|
 CALIBRATION_IMAGES = 256
 
 
@@ -79,7 +79,7 @@ def test_dynamic_copy_holds_int8_linears_and_keeps_the_model_class(digits, quant
     linears = [m for m in int8.modules() if type(m) is torch.nn.Linear]
     dynamic = [m for m in int8.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert not linears and len(dynamic) == sum(type(m) is torch.nn.Linear for m in model.modules())
-    assert all(m.weight().dtype == torch.qint8 for m in dynamic)
+    assert all(m.weight().dtype == torch.qint8 and m.weight().qscheme() == torch.per_channel_affine for m in dynamic)
 
 
 def test_static_graph_quantises_activations(quantized):
@@ -137,3 +137,9 @@ def test_bad_requests_raise_clear_errors(digits, tiny_config):
 def test_module_docstring_example():
     result = doctest.testmod(quantize_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_quantize_leaves_the_process_wide_engine_alone(digits):
+    engine = torch.backends.quantized.engine
+    quantize(digits[0], "dynamic")
+    assert torch.backends.quantized.engine == engine
