@@ -497,6 +497,106 @@ def bench_loading(w: Weights, have_hf: bool, have_hf_tf: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ main
+def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
+    """bf16 and int8 against fp32 at batch 8, per framework, alternating in one process (issue 15).
+
+    First the hardware ceiling: a ViT MLP-sized matmul in fp32, bf16 and int8 in each framework, and the CPU's
+    low-precision instruction sets; then the whole model. Ratios are low precision / fp32 of the same framework.
+    """
+    import copy
+
+    import jax
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import torch
+
+    from vit import FlaxViTForImageClassification, TFViTForImageClassification, ViTForImageClassification
+    from vit.pt.quantize import quantize
+
+    flags = set()
+    try:
+        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}
+    except OSError:
+        pass
+    out: dict = {"cpu low-precision instructions": {isa: isa in flags for isa in (
+        "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")},
+        "torch CPU capability": torch.backends.cpu.get_cpu_capability()}
+
+    # The ceiling: (tokens of batch 8) x hidden @ hidden x MLP width.
+    m, k, n = 8 * (w.config.num_patches + 1), w.config.hidden_size, w.config.intermediate_size
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(m, k)).astype(np.float32), rng.normal(size=(k, n)).astype(np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    linear = torch.nn.Linear(k, n).eval()
+    int8_linear = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(linear)), {torch.nn.Linear})
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    ia, ib = jnp.asarray(rng.integers(-127, 128, (m, k)), jnp.int8), jnp.asarray(rng.integers(-127, 128, (k, n)), jnp.int8)
+    jax_mm = jax.jit(lambda x, y: x @ y)
+    jax_int8 = jax.jit(lambda x, y: jax.lax.dot_general(x, y, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32))
+    tfa, tfb = tf.constant(a), tf.constant(b)
+    tf_graph = tf.function(lambda x, y: tf.matmul(x, y))
+    tf_xla = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+    tfa16, tfb16 = tf.cast(tfa, tf.bfloat16), tf.cast(tfb, tf.bfloat16)
+    with torch.inference_mode():
+        rates = timed_rounds({
+            "torch fp32": lambda: linear(ta), "torch bf16": lambda: torch.matmul(ta.bfloat16(), tb.bfloat16()),
+            "torch int8 (fbgemm dynamic)": lambda: int8_linear(ta),
+            "jax fp32": lambda: jax_mm(ja, jb).block_until_ready(),
+            "jax bf16": lambda: jax_mm(ja.astype(jnp.bfloat16), jb.astype(jnp.bfloat16)).block_until_ready(),
+            "jax int8 (dot_general -> int32)": lambda: jax_int8(ia, ib).block_until_ready(),
+            "tf fp32 graph (oneDNN)": lambda: tf_graph(tfa, tfb).numpy(),
+            "tf bf16 graph (oneDNN)": lambda: tf_graph(tfa16, tfb16).numpy(),
+            "tf fp32 XLA": lambda: tf_xla(tfa, tfb).numpy(), "tf bf16 XLA": lambda: tf_xla(tfa16, tfb16).numpy(),
+        }, images=1, rounds=rounds, min_seconds=0.2)
+    out[f"matmul GFLOP/s ({m}x{k} @ {k}x{n})"] = {name: rate * 2 * m * k * n / 1e9 for name, rate in rates.items()}
+
+    x = np.random.default_rng(8).normal(size=(8, 3, 224, 224)).astype(np.float32)
+    pt32 = ViTForImageClassification.from_pretrained(w.folder).eval()
+    pt16 = ViTForImageClassification.from_pretrained(w.folder, dtype=torch.bfloat16).eval()
+    pt8 = quantize(pt32, "dynamic")
+    tx = torch.from_numpy(x)
+    pt32_fast, pt16_fast = pt32.optimize_for_inference(), pt16.optimize_for_inference()
+    variants = {"pytorch fp32": lambda: pt32(tx), "pytorch bf16": lambda: pt16(tx),
+                "pytorch fp32 optimize_for_inference": lambda: pt32_fast(tx),
+                "pytorch bf16 optimize_for_inference": lambda: pt16_fast(tx),
+                "pytorch int8 dynamic": lambda: pt8(tx)}
+    if static_int8:  # torch.compile (inductor) of the pt2e graph: minutes on a 2-core machine
+        calibration = [torch.from_numpy(np.random.default_rng(i).normal(size=(8, 3, 224, 224)).astype(np.float32))
+                       for i in range(2)]
+        pt8s = quantize(pt32, "static", calibration=calibration)
+        variants["pytorch int8 static (pt2e, compiled)"] = lambda: pt8s(tx)
+    fx32 = FlaxViTForImageClassification.from_pretrained(w.folder)
+    fx16 = FlaxViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
+    jx = jnp.asarray(x)
+    variants["flax fp32"] = lambda: fx32(jx).logits.block_until_ready()
+    variants["flax bf16"] = lambda: fx16(jx).logits.block_until_ready()
+    tf32 = TFViTForImageClassification.from_pretrained(w.folder)
+    tf16 = TFViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
+    tf32_xla = tf.function(lambda v: tf32(v).logits, jit_compile=True)
+    tf16_xla = tf.function(lambda v: tf16(v).logits, jit_compile=True)
+    tf16_graph = tf.function(lambda v: tf16(v).logits)
+    tf32_graph = tf.function(lambda v: tf32(v).logits)
+    tfx = tf.constant(x)
+    variants.update({"tensorflow fp32 XLA": lambda: tf32_xla(tfx).numpy(), "tensorflow bf16 XLA": lambda: tf16_xla(tfx).numpy(),
+                     "tensorflow fp32 graph": lambda: tf32_graph(tfx).numpy(),
+                     "tensorflow bf16 graph": lambda: tf16_graph(tfx).numpy()})
+    with torch.inference_mode():
+        model_rates = timed_rounds(variants, 8, rounds)
+    out["images/s (batch 8)"] = model_rates
+    out["ratios"] = {
+        f"{name} / {base}": model_rates[name] / model_rates[base] for name, base in (
+            ("pytorch bf16", "pytorch fp32"), ("pytorch int8 dynamic", "pytorch fp32"),
+            ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
+            ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
+            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
+            ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"),
+            ("pytorch int8 dynamic", "pytorch fp32 optimize_for_inference"),
+            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"))
+        if name in model_rates}
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 at batch 8 only, about a minute")
@@ -535,6 +635,7 @@ def main(argv: list[str] | None = None) -> Path:
             print("B/16: load time and memory ...", flush=True)
             results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
         results["inference"][label] = entry
+        results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds, static_int8=not args.quick and label == "S/16")
     print("image processor ...", flush=True)
     results["image processor (to 224)"] = bench_processor(rounds, have_hf)
     print("vit embed pipeline ...", flush=True)

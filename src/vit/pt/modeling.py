@@ -467,7 +467,7 @@ class ViTPreTrainedModel(PretrainedMixin, nn.Module):
                 own[name].copy_(torch.from_numpy(np.require(array, requirements=["C", "W"])))
 
     def optimize_for_inference(self) -> ViTPreTrainedModel:
-        """A frozen copy for float32 CPU inference; see `vit.pt.fast` for its contract. This model is unchanged."""
+        """A frozen copy for float32 or bfloat16 CPU inference; see `vit.pt.fast` for its contract. This model is unchanged."""
         from .fast import optimize_for_inference
 
         return optimize_for_inference(self)

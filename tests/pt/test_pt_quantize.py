@@ -1,0 +1,145 @@
+"""vit.pt.quantize: int8 copies (dynamic and static) that really are int8, agree with float32 on the digits demo's
+held-out scans, leave the original alone, and reject what they cannot quantise with a clear error."""
+
+from __future__ import annotations
+
+import doctest
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vit.pt import quantize as quantize_module  # noqa: E402
+from vit.pt.quantize import quantize  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Measured on the 360 held-out digits (fp32 accuracy 96.1%): dynamic int8 96.7%, agreement 99.4%, max |logit diff|
+# 9.3% of max |fp32 logit|; static int8 (pt2e, calibrated on 256 training scans) 96.4%, agreement 99.7%, 2.0%.
+INT8_MIN_AGREEMENT = 0.99  # top-1 agreement with float32 (issue 15's bar)
+INT8_MAX_ACCURACY_DROP = 0.005  # accuracy within 0.5 points of float32 (issue 15's bar)
+INT8_VS_FP32_REL = {"dynamic": 0.15, "static": 0.05}  # max |logit diff| / max |fp32 logit|
+CALIBRATION_IMAGES = 256
+
+
+@pytest.fixture(scope="module")
+def digits():
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT / "examples"))
+    from digits import digits_split
+
+    from vit import ViTForImageClassification, ViTImageProcessor
+    from vit.cli import demo_model_dir
+
+    train_images, _, images, labels = digits_split()
+    processor = ViTImageProcessor.from_pretrained(demo_model_dir())
+    calibration = processor(list(train_images[:CALIBRATION_IMAGES]), return_tensors="pt").pixel_values
+    pixels = processor(list(images), return_tensors="pt").pixel_values
+    model = ViTForImageClassification.from_pretrained(demo_model_dir()).eval()
+    with torch.no_grad():
+        fp32 = model(pixels).logits
+    return model, calibration, pixels, labels, fp32
+
+
+@pytest.fixture(scope="module")
+def quantized(digits):
+    """One int8 copy per mode; static is calibrated in batches of 64 and left uncompiled (the same int8 numbers
+    as the compiled graph, without minutes of inductor compilation)."""
+    model, calibration, *_ = digits
+    made = {}
+
+    def get(mode: str):
+        if mode not in made:
+            made[mode] = quantize(model, mode, calibration=calibration.split(64) if mode == "static" else None,
+                                  compile=False)
+        return made[mode]
+
+    return get
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_accuracy_on_held_out_digits(digits, quantized, mode):
+    _, _, pixels, labels, fp32 = digits
+    int8 = quantized(mode)(pixels).logits
+    fp32_accuracy = float((fp32.argmax(-1).numpy() == labels).mean())
+    accuracy = float((int8.argmax(-1).numpy() == labels).mean())
+    agreement = float((int8.argmax(-1) == fp32.argmax(-1)).float().mean())
+    assert fp32_accuracy >= 0.95
+    assert accuracy >= fp32_accuracy - INT8_MAX_ACCURACY_DROP and agreement >= INT8_MIN_AGREEMENT
+    relative = float((int8 - fp32).abs().max() / fp32.abs().max())
+    assert 0 < relative <= INT8_VS_FP32_REL[mode]  # > 0: the copy really runs in int8, not float32
+
+
+def test_dynamic_copy_holds_int8_linears_and_keeps_the_model_class(digits, quantized):
+    model = digits[0]
+    int8 = quantized("dynamic")
+    assert type(int8) is type(model)
+    linears = [m for m in int8.modules() if type(m) is torch.nn.Linear]
+    dynamic = [m for m in int8.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert not linears and len(dynamic) == sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert all(m.weight().dtype == torch.qint8 and m.weight().qscheme() == torch.per_channel_affine for m in dynamic)
+
+
+def test_static_graph_quantises_activations(quantized):
+    graph = quantized("static").graph
+    targets = {str(node.target) for node in graph.graph.nodes if node.op == "call_function"}
+    assert any("quantize_per_tensor" in t for t in targets), sorted(targets)
+    assert any("dequantize_per_channel" in t for t in targets), sorted(targets)  # the int8 weights
+
+
+def test_static_copy_takes_any_batch_size_and_numpy(digits, quantized):
+    _, _, pixels, _, _ = digits
+    int8 = quantized("static")
+    full = int8(pixels).logits
+    torch.testing.assert_close(int8(pixels[:3].numpy()).logits, full[:3], atol=1e-5, rtol=0)
+    assert int8(pixels[:1]).logits.shape == (1, 10)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_copy_is_frozen_and_original_unchanged(digits, mode):
+    """Quantising copies the weights once: later edits to the original change the original only."""
+    model, calibration, pixels, _, fp32 = digits
+    int8 = quantize(model, mode, calibration=calibration[:64] if mode == "static" else None, compile=False)
+    before = int8(pixels[:16]).logits.clone()
+    assert all(type(m) is not torch.ao.nn.quantized.dynamic.Linear for m in model.modules())
+    weight = model.classifier.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(-1)
+            assert not torch.allclose(model(pixels[:16]).logits, fp32[:16])
+        torch.testing.assert_close(int8(pixels[:16]).logits, before, atol=0, rtol=0)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+def test_bad_requests_raise_clear_errors(digits, tiny_config):
+    from vit import ViTForImageClassification
+
+    model, calibration, *_ = digits
+    with pytest.raises(ValueError, match="offers"):
+        quantize(model, "int4")
+    with pytest.raises(ValueError, match="float32 model"):
+        quantize(ViTForImageClassification(tiny_config, torch_dtype=torch.bfloat16), "dynamic")
+    with pytest.raises(ValueError, match="pass calibration="):
+        quantize(model, "static")
+    with pytest.raises(ValueError, match="no batches"):
+        quantize(model, "static", calibration=[])
+    with pytest.raises(ValueError, match="floating-point pixel_values"):
+        quantize(model, "static", calibration=[calibration[0]])  # one image without its batch axis
+    with pytest.raises(ValueError, match="takes no calibration"):
+        quantize(model, "dynamic", calibration=calibration)
+
+
+def test_module_docstring_example():
+    result = doctest.testmod(quantize_module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_quantize_leaves_the_process_wide_engine_alone(digits):
+    engine = torch.backends.quantized.engine
+    quantize(digits[0], "dynamic")
+    assert torch.backends.quantized.engine == engine
