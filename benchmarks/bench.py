@@ -5,8 +5,15 @@ drift on a shared machine cancels, and reports the median of several rounds and 
 Results go to benchmarks/results/<date>.json; `benchmarks/report.py` turns them into the README's table and
 a chart.
 
-    python benchmarks/bench.py            # the full run (under 15 minutes here)
+    python benchmarks/bench.py            # the full run
     python benchmarks/bench.py --quick    # ViT-S/16 at batch 8 only, about a minute
+    python benchmarks/bench.py --no-sweep # the full run without the cost-vs-resolution sweep
+    python benchmarks/bench.py --only peers,dinov2,sweep --sweep-models S --sweep-sizes 224   # just those
+
+The full run ends with issue 15's sections: today's peers (HF transformers 5.x PyTorch from its own venv,
+keras-hub's ViTBackbone on JAX and TF), DINOv2-S/14 at 224, and the cost as inputs grow (224, 384, 518). Their
+sides run in worker processes (benchmarks/peer_worker.py) that the main process drives in turn, so that one side
+runs at a time and each process's peak memory is its own.
 """
 
 from __future__ import annotations
