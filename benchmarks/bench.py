@@ -508,7 +508,7 @@ WORKER = Path(__file__).parent / "peer_worker.py"
 HF5_PYTHON = ROOT / ".venv-bench-hf5" / "bin" / "python"  # `make bench` creates it (transformers 5.x + torch 2.13)
 # (side, KERAS_BACKEND) of keras-hub's ViTBackbone, each against our model in the same framework family
 KERAS_HUB = {"jax": "ours-flax", "tensorflow": "ours-tf"}
-PEER_ROUND_SECONDS = 2.0  # a round is at least this long, so one call's jitter does not decide it
+PEER_ROUND_SECONDS = 1.0  # a round is at least this long, so one call's jitter does not decide it
 # Between two sides' rounds: OpenMP threads of the side that just ran spin for a while (Intel OpenMP's
 # KMP_BLOCKTIME is 200 ms) and would take cores from the next side.
 SETTLE_SECONDS = 0.3
@@ -597,26 +597,43 @@ def start_workers(specs: dict[str, tuple], errors: dict[str, str]) -> dict[str, 
     return workers
 
 
+def compare_groups(groups: dict[str, dict[str, tuple]], references: dict[str, str], rounds: int, calls: int = 1,
+                   min_seconds: float = 0.0, memory: bool = False) -> dict[str, dict]:
+    """Per group: time its sides alternately, then each side's max |diff| against the group's reference side.
+
+    Every worker of every group starts at once (loading and compiling are not timed; idle workers wait on their
+    stdin and take no CPU), then the groups are timed one after the other."""
+    errors: dict[str, str] = {}
+    flat = {(group, name): spec for group, specs in groups.items() for name, spec in specs.items()}
+    started = start_workers({f"{group}\0{name}": spec for (group, name), spec in flat.items()}, errors)
+    results: dict[str, dict] = {}
+    try:
+        for group in groups:
+            workers = {key.split("\0", 1)[1]: w for key, w in started.items() if key.split("\0", 1)[0] == group}
+            reference = references[group]
+            out: dict = {"images/s": alternate(workers, rounds, calls, min_seconds) if workers else {}}
+            if reference in workers:
+                ref = workers[reference].output()
+                out[f"max |diff| vs {reference}"] = {name: float(np.abs(w.output() - ref).max())
+                                                     for name, w in workers.items() if name != reference}
+            out["versions"] = {name: w.ready["versions"] for name, w in workers.items()}
+            if memory:
+                out["peak RSS MiB"] = {name: w.ask(op="peak")["peak RSS MiB"] for name, w in workers.items()}
+                out["RSS after loading MiB"] = {name: w.ready["peak RSS MiB after loading"] for name, w in workers.items()}
+            group_errors = {key.split("\0", 1)[1]: e for key, e in errors.items() if key.split("\0", 1)[0] == group}
+            if group_errors:
+                out["errors"] = group_errors
+            results[group] = out
+    finally:
+        for worker in started.values():
+            worker.close()
+    return results
+
+
 def compare_workers(specs: dict[str, tuple], reference: str, rounds: int, calls: int = 1, min_seconds: float = 0.0,
                     memory: bool = False) -> dict:
-    """Time the sides alternately, then the max |diff| of each side's output against the reference side's."""
-    errors: dict[str, str] = {}
-    workers = start_workers(specs, errors)
-    try:
-        out: dict = {"images/s": alternate(workers, rounds, calls, min_seconds) if workers else {}}
-        if reference in workers:
-            ref = workers[reference].output()
-            out[f"max |diff| vs {reference}"] = {name: float(np.abs(w.output() - ref).max())
-                                                 for name, w in workers.items() if name != reference}
-        out["versions"] = {name: w.ready["versions"] for name, w in workers.items()}
-        if memory:
-            out["peak RSS MiB"] = {name: w.ask(op="peak")["peak RSS MiB"] for name, w in workers.items()}
-    finally:
-        for worker in workers.values():
-            worker.close()
-    if errors:
-        out["errors"] = errors
-    return out
+    """One group of sides: see compare_groups."""
+    return compare_groups({"": specs}, {"": reference}, rounds, calls, min_seconds, memory)[""]
 
 
 def save_input(folder: str, batch: int, size: int, seed: int = 8) -> str:
@@ -648,14 +665,16 @@ def bench_today_peers(w: Weights, batch: int, rounds: int, have_hf: bool, hf5: P
         pytorch["HF 4.57 SDPA"] = (py, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
     if hf5 is not None:  # the interpreter of the transformers 5.x venv
         pytorch["HF 5.x SDPA"] = (hf5, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
-    out["pytorch"] = compare_workers(pytorch, "ours", rounds, min_seconds=PEER_ROUND_SECONDS)
+    groups, references = {"pytorch": pytorch}, {"pytorch": "ours"}
     if have_keras_hub:
         for backend, ours_side in KERAS_HUB.items():
-            specs = {f"ours ({ours_side[5:]})": (py, ours_side, "vit-backbone", w.folder, inputs, None),
-                     f"keras-hub ViTBackbone ({backend})": (py, "keras-hub", "vit-backbone", w.hf_folders["pt"], inputs,
-                                                           {"KERAS_BACKEND": backend})}
-            out[f"keras-hub {backend}"] = compare_workers(specs, f"ours ({ours_side[5:]})", rounds,
-                                                          min_seconds=PEER_ROUND_SECONDS)
+            ours = f"ours ({ours_side[5:]})"
+            groups[f"keras-hub {backend}"] = {
+                ours: (py, ours_side, "vit-backbone", w.folder, inputs, None),
+                f"keras-hub ViTBackbone ({backend})": (py, "keras-hub", "vit-backbone", w.hf_folders["pt"], inputs,
+                                                       {"KERAS_BACKEND": backend})}
+            references[f"keras-hub {backend}"] = ours
+    out.update(compare_groups(groups, references, rounds, min_seconds=PEER_ROUND_SECONDS))
     return out
 
 
@@ -729,12 +748,13 @@ def bench_sweep(rounds: int, have_hf: bool, have_hf_tf: bool, models: list[str],
                 cell: dict = {"model": f"ViT-{model}/{patch}", "image size": size, "batch": batch, "tokens": tokens,
                               "GFLOPs per image": vit_flops(w.config) / 1e9,
                               "attention scores MiB per layer (if materialised)": batch * heads * tokens**2 * 4 / 2**20}
+                print(f"sweep ViT-{model}/{patch} at {size} ...", flush=True)
+                groups = {}
                 for framework, (ours_side, hf_side, fmt) in SWEEP_SIDES.items():
-                    print(f"sweep ViT-{model}/{patch} at {size}: {framework} ...", flush=True)
-                    specs = {"ours": (sys.executable, ours_side, "vit", w.folder, inputs, None)}
+                    groups[framework] = {"ours": (sys.executable, ours_side, "vit", w.folder, inputs, None)}
                     if have_hf and (framework != "tensorflow" or have_hf_tf):
-                        specs["HF 4.57"] = (sys.executable, hf_side, "vit", w.hf_folders[fmt], inputs, None)
-                    cell[framework] = compare_workers(specs, "ours", rounds, calls=1, memory=True)
+                        groups[framework]["HF 4.57"] = (sys.executable, hf_side, "vit", w.hf_folders[fmt], inputs, None)
+                cell.update(compare_groups(groups, dict.fromkeys(groups, "ours"), rounds, calls=1, memory=True))
                 out["points"][f"ViT-{model}/{patch} {size}"] = cell
             finally:
                 shutil.rmtree(w.folder, ignore_errors=True)
@@ -742,6 +762,7 @@ def bench_sweep(rounds: int, have_hf: bool, have_hf_tf: bool, models: list[str],
 
 
 NEW_SECTIONS = ("peers", "dinov2", "sweep")
+NEW_SECTION_ROUNDS = 3  # each side's round is one call or PEER_ROUND_SECONDS; 3 keeps the sweep near 8 minutes
 PEERS_KEY, DINOV2_KEY, SWEEP_KEY = ("today's peers (224, batch 8)", "DINOv2-S/14 at 224 (batch 8)",
                                     "cost as inputs grow")
 
@@ -752,7 +773,7 @@ def today_peer_status(hf5_python: Path) -> dict[str, str]:
     return {"transformers 5.x": hf5_status(hf5_python), "keras_hub": keras_hub}
 
 
-def run_new_sections(results: dict, sections: list[str], peers: dict, rounds: int, hf5_python: Path,
+def run_new_sections(results: dict, sections: list[str], peers: dict, hf5_python: Path, peer_models: list[str],
                      sweep_models: list[str], sweep_sizes: list[int]) -> None:
     """Issue 15's peers and sweep and issue 12's DINOv2 entry, each in worker processes; a section that fails
     records its error and the run goes on."""
@@ -761,10 +782,10 @@ def run_new_sections(results: dict, sections: list[str], peers: dict, rounds: in
     hf5 = hf5_python if peers["transformers 5.x"] == "available" else None
     have_keras_hub = peers["keras_hub"] == "available"
     jobs = {
-        "peers": (PEERS_KEY, lambda: {label: today_peers_for(preset, rounds, have_hf, hf5, have_keras_hub)
-                                      for label, preset in MODELS.items()}),
-        "dinov2": (DINOV2_KEY, lambda: bench_dinov2(rounds, have_hf, hf5)),
-        "sweep": (SWEEP_KEY, lambda: bench_sweep(max(rounds - 1, 2), have_hf, have_hf_tf, sweep_models, sweep_sizes)),
+        "peers": (PEERS_KEY, lambda: {label: today_peers_for(preset, NEW_SECTION_ROUNDS, have_hf, hf5, have_keras_hub)
+                                      for label, preset in MODELS.items() if label in peer_models}),
+        "dinov2": (DINOV2_KEY, lambda: bench_dinov2(NEW_SECTION_ROUNDS, have_hf, hf5)),
+        "sweep": (SWEEP_KEY, lambda: bench_sweep(NEW_SECTION_ROUNDS, have_hf, have_hf_tf, sweep_models, sweep_sizes)),
     }
     for name in sections:
         key, job = jobs[name]
@@ -795,6 +816,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--no-sweep", action="store_true", help="skip the cost-vs-resolution sweep (about 10 minutes)")
     parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep",
                         help=f"run only these of the sections {', '.join(NEW_SECTIONS)} (writes <date>-partial.json)")
+    parser.add_argument("--peer-models", type=lambda v: v.split(","), default=list(MODELS), metavar="S/16,B/16",
+                        help="the models of the today's-peers section")
     parser.add_argument("--sweep-models", type=lambda v: v.split(","), default=list(SWEEP_MODELS), metavar="S,B")
     parser.add_argument("--sweep-sizes", type=lambda v: [int(s) for s in v.split(",")],
                         default=[size for _, size, _ in SWEEP_POINTS], metavar="224,384,518")
@@ -850,7 +873,7 @@ def main(argv: list[str] | None = None) -> Path:
         results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
     if not args.quick:
         sections = args.only or [name for name in NEW_SECTIONS if not (name == "sweep" and args.no_sweep)]
-        run_new_sections(results, sections, peers, rounds, args.hf5_python, args.sweep_models, args.sweep_sizes)
+        run_new_sections(results, sections, peers, args.hf5_python, args.peer_models, args.sweep_models, args.sweep_sizes)
     results["seconds"] = time.perf_counter() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

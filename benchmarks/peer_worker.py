@@ -13,7 +13,7 @@ float32 batch, so every side runs the same weights on the same input.
 
 Protocol: one JSON object per line. The worker answers on its original stdout and sends everything the libraries
 print to stderr, so a stray print cannot break the protocol. First it loads the model, runs it once (compiling
-it) and says {"ready": true, "load seconds": .., "versions": {..}}. Then, per request:
+it) and says {"ready": true, "load seconds": .., "peak RSS MiB after loading": .., "versions": {..}}. Then, per request:
     {"op": "round", "calls": N, "min_seconds": S} -> {"images/s": .., "calls": ..}
                                  at least N timed calls and S seconds; nothing else runs meanwhile
     {"op": "output", "path": P}  -> {"path": P}        the output of one call, saved as .npy for the max |diff|
@@ -145,8 +145,10 @@ def serve(side: str, arch: str, folder: str, input_path: str) -> int:
             import transformers
 
             versions["transformers"] = transformers.__version__
+        after_loading = peak_rss_mib()  # the interpreter, the libraries and the weights, before any forward
         run()  # compile and warm the caches before any timed round
-        say({"ready": True, "load seconds": load_seconds, "versions": versions})
+        say({"ready": True, "load seconds": load_seconds, "peak RSS MiB after loading": after_loading,
+             "versions": versions})
         for line in sys.stdin:
             request = json.loads(line)
             op = request.get("op")

@@ -157,7 +157,7 @@ def sweep_rows(results: dict) -> list[str]:
         return [f"The resolution sweep was not measured: {section['error']}"]
     peaks = results["matmul GFLOP/s (2048x2048 fp32)"]
     rows = ["| model | size | tokens | batch | framework | ours img/s | ours MFU | HF 4.57 img/s | HF MFU | ours / HF | "
-            "ours peak MiB | HF peak MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "ours peak MiB (forward) | HF peak MiB (forward) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
     for point in section.get("points", {}).values():
         for framework in PEAK_KEY:
@@ -165,14 +165,20 @@ def sweep_rows(results: dict) -> list[str]:
             if not cell:
                 continue
             notes += _errors(cell, f"{point['model']} {point['image size']} {framework}")
-            rates, memory = cell.get("images/s", {}), cell.get("peak RSS MiB", {})
+            rates, memory, loaded = cell.get("images/s", {}), cell.get("peak RSS MiB", {}), cell.get("RSS after loading MiB", {})
+            # the process's peak, and in brackets what the forward added to the loaded process
+            peak_rss = {side: f"{rss:.0f}" + (f" (+{rss - loaded[side]:.0f})" if side in loaded else "")
+                        for side, rss in memory.items()}
             peak = max(peaks[k] for k in PEAK_KEY[framework])
             mfu = {side: rate * point["GFLOPs per image"] / peak for side, rate in rates.items()}
             ours, hf = rates.get("ours"), rates.get("HF 4.57")
             rows.append(f"| {point['model']} | {point['image size']} | {point['tokens']} | {point['batch']} | {framework} | "
                         f"{fmt(ours, 1)} | {fmt(mfu.get('ours'))} | {fmt(hf, 1)} | {fmt(mfu.get('HF 4.57'))} | "
-                        f"{fmt(ours / hf if ours and hf else None)} | {fmt(memory.get('ours'), 0)} | {fmt(memory.get('HF 4.57'), 0)} |")
+                        f"{fmt(ours / hf if ours and hf else None)} | {peak_rss.get('ours', 'n/a')} | {peak_rss.get('HF 4.57', 'n/a')} |")
     attention = section.get("attention", {})
+    notes += ["", "Peak memory includes the interpreter and every library the side imports (importing HF 4.57's "
+                  "PyTorch classes also imports TensorFlow and JAX when they are installed); the bracket is what the "
+                  "compiled forward added after loading."]
     if attention:
         notes += ["", "Attention at long sequences: " + "; ".join(f"{k}: {v}" for k, v in attention.items()) + "."]
     return rows + ([""] + notes if notes else [])
@@ -192,17 +198,22 @@ def new_sections(results: dict) -> list[str]:
 
 def summarise(results: dict) -> str:
     m = results["machine"]
+    kind = "quick run" if results["quick"] else f"partial run ({', '.join(results['partial'])})" \
+        if "partial" in results else "full run"
     lines = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores (torch {m['torch']}, TensorFlow {m['tensorflow']}, "
-        f"JAX {m['jax']}); {'quick run' if results['quick'] else 'full run'}, {results['seconds']:.0f} s. "
+        f"JAX {m['jax']}); {kind}, {results['seconds']:.0f} s. "
         "Ratios are ours / peer measured side by side in the same run.",
-        "",
-        *target_rows(results),
-        "",
-        "Model FLOP utilisation (images/s × FLOPs per image ÷ the best fp32 2048² matmul the framework reaches here):",
-        "",
-        *mfu_rows(results),
     ]
+    if results["inference"]:  # a partial run of the new sections has none
+        lines += [
+            "",
+            *target_rows(results),
+            "",
+            "Model FLOP utilisation (images/s × FLOPs per image ÷ the best fp32 2048² matmul the framework reaches here):",
+            "",
+            *mfu_rows(results),
+        ]
     lines += new_sections(results)
     peers = results.get("peers", {})
     missing = [f"{k}: {v}" for k, v in peers.items() if v != "available"]

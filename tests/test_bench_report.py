@@ -79,14 +79,16 @@ def test_sweep_rows_give_mfu_against_the_frameworks_best_matmul_and_the_peak_mem
         "attention": {"flax ours": "materialised"},
         "points": {"ViT-S/14 518": {
             "model": "ViT-S/14", "image size": 518, "batch": 2, "tokens": 1370, "GFLOPs per image": 10.0,
-            "pytorch": {"images/s": {"ours": 10.0, "HF 4.57": 5.0}, "peak RSS MiB": {"ours": 900.0, "HF 4.57": 1500.0}},
+            "pytorch": {"images/s": {"ours": 10.0, "HF 4.57": 5.0}, "peak RSS MiB": {"ours": 900.0, "HF 4.57": 1500.0},
+                        "RSS after loading MiB": {"ours": 400.0, "HF 4.57": 1100.0}},
             "flax": {"images/s": {"ours": 6.0}, "peak RSS MiB": {"ours": 700.0},
                      "errors": {"HF 4.57": "RuntimeError: out of memory"}},
         }},
     }
     rows = report.sweep_rows(results)
     # PyTorch's peak is the better of MKL and oneDNN: 10 img/s x 10 GFLOPs / 200 GFLOP/s = 0.50
-    assert "| ViT-S/14 | 518 | 1370 | 2 | pytorch | 10.0 | 0.50 | 5.0 | 0.25 | 2.00 | 900 | 1500 |" in rows
+    # peak RSS, and in brackets what the forward added to the loaded process
+    assert "| ViT-S/14 | 518 | 1370 | 2 | pytorch | 10.0 | 0.50 | 5.0 | 0.25 | 2.00 | 900 (+500) | 1500 (+400) |" in rows
     assert "| ViT-S/14 | 518 | 1370 | 2 | flax | 6.0 | 0.50 | n/a | n/a | n/a | 700 | n/a |" in rows
     text = "\n".join(rows)
     assert "HF 4.57 not measured (RuntimeError: out of memory)" in text and "flax ours: materialised" in text
@@ -102,6 +104,15 @@ def test_a_run_without_the_new_sections_reports_as_before(report):
     results = base_results()
     assert report.new_sections(results) == []
     assert "Today's peers" not in report.summarise(results)
+
+
+def test_a_partial_run_says_which_sections_it_ran(report):
+    results = base_results()
+    results["partial"] = ["dinov2"]
+    results[report.DINOV2_KEY] = {"images/s": {"ours PyTorch": 12.0}}
+    text = report.summarise(results)
+    assert "partial run (dinov2)" in text and "full run" not in text
+    assert "| ours PyTorch | 12.0 | — |" in text
 
 
 # ------------------------------------------------------------------------------------------ worker protocol
