@@ -519,7 +519,7 @@ class PeerWorker:
 
     def __init__(self, python: str | Path, side: str, arch: str, folder: str, input_path: str,
                  env: dict[str, str] | None = None, timeout: float = 900.0) -> None:
-        self.name = f"{side} ({Path(python).parent.parent.name})"
+        self.side, self.name = side, f"{side} ({Path(python).parent.parent.name})"
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [str(python), str(WORKER), side, arch, folder, input_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -552,11 +552,11 @@ class PeerWorker:
     def round(self, calls: int, min_seconds: float = 0.0) -> float:
         return self.ask(op="round", calls=calls, min_seconds=min_seconds)["images/s"]
 
-    def output(self) -> np.ndarray:
+    def output(self, **variant) -> np.ndarray:
         fd, path = tempfile.mkstemp(suffix=".npy")
         os.close(fd)
         try:
-            self.ask(op="output", path=path)
+            self.ask(op="output", path=path, **variant)
             return np.load(path)
         finally:
             os.unlink(path)
@@ -616,6 +616,10 @@ def compare_groups(groups: dict[str, dict[str, tuple]], references: dict[str, st
                 ref = workers[reference].output()
                 out[f"max |diff| vs {reference}"] = {name: float(np.abs(w.output() - ref).max())
                                                      for name, w in workers.items() if name != reference}
+                eps_fixed = {name: float(np.abs(w.output(variant="config eps") - ref).max())
+                             for name, w in workers.items() if name != reference and w.side == "keras-hub"}
+                if eps_fixed:
+                    out[f"max |diff| vs {reference} with config.json's layer_norm_eps"] = eps_fixed
             out["versions"] = {name: w.ready["versions"] for name, w in workers.items()}
             if memory:
                 out["peak RSS MiB"] = {name: w.ask(op="peak")["peak RSS MiB"] for name, w in workers.items()}

@@ -17,6 +17,7 @@ it) and says {"ready": true, "load seconds": .., "peak RSS MiB after loading": .
     {"op": "round", "calls": N, "min_seconds": S} -> {"images/s": .., "calls": ..}
                                  at least N timed calls and S seconds; nothing else runs meanwhile
     {"op": "output", "path": P}  -> {"path": P}        the output of one call, saved as .npy for the max |diff|
+    {"op": "output", "path": P, "variant": "config eps"}   keras-hub only: with config.json's layer_norm_eps
     {"op": "peak"}               -> {"peak RSS MiB": ..} VmHWM, this process's own high-water mark
     {"op": "quit"}               -> exits
 A failure answers {"error": "..."} and the worker exits.
@@ -122,6 +123,21 @@ def build(side: str, arch: str, folder: str, x):
         run = lambda: backbone.predict_on_batch(nhwc)  # noqa: E731
         return run, lambda: np.asarray(run()), {"keras": keras.__version__, "keras_hub": keras_hub.__version__,
                                                 "backend": keras.backend.backend()}
+
+
+def config_eps_output(side: str, folder: str, x):
+    """keras-hub's HF ViT converter does not read config.json's layer_norm_eps (its backbone keeps 1e-6, HF ViT's
+    is 1e-12). The same backbone with the checkpoint's eps, untimed, shows how much of the diff that is."""
+    import numpy as np
+
+    if side != "keras-hub":
+        raise ValueError("only keras-hub has an output with config.json's layer_norm_eps")
+    import keras_hub
+
+    with open(os.path.join(folder, "config.json")) as config:
+        eps = json.load(config)["layer_norm_eps"]
+    backbone = keras_hub.models.ViTBackbone.from_preset(folder, layer_norm_epsilon=eps)
+    return np.asarray(backbone.predict_on_batch(np.ascontiguousarray(x.transpose(0, 2, 3, 1))))
     raise ValueError(f"unknown side {side!r}; one of {', '.join(SIDES)}")
 
 
@@ -158,6 +174,8 @@ def serve(side: str, arch: str, folder: str, input_path: str) -> int:
                     run()
                     calls += 1
                 say({"images/s": x.shape[0] * calls / (time.perf_counter() - start), "calls": calls})
+            elif op == "output" and request.get("variant") == "config eps":
+                np.save(request["path"], config_eps_output(side, folder, x))
             elif op == "output":
                 np.save(request["path"], output())
                 say({"path": request["path"]})
