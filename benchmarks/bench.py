@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -533,6 +534,10 @@ class PeerWorker:
         self.ready = self._answer()
 
     def _answer(self) -> dict:
+        # One line answers each request, so nothing is left in the pipe's buffer that select could not see.
+        if not select.select([self.process.stdout], [], [], self.timeout)[0]:
+            self.process.kill()
+            raise RuntimeError(f"{self.name} gave no answer in {self.timeout:.0f} s")
         line = self.process.stdout.readline()
         if not line:
             self.process.wait(timeout=self.timeout)
@@ -669,7 +674,7 @@ def bench_today_peers(w: Weights, batch: int, rounds: int, have_hf: bool, hf5: P
         pytorch["HF 4.57 SDPA"] = (py, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
     if hf5 is not None:  # the interpreter of the transformers 5.x venv
         pytorch["HF 5.x SDPA"] = (hf5, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
-    groups, references = {"pytorch": pytorch}, {"pytorch": "ours"}
+    groups, references = ({"pytorch": pytorch}, {"pytorch": "ours"}) if len(pytorch) > 1 else ({}, {})
     if have_keras_hub:
         for backend, ours_side in KERAS_HUB.items():
             ours = f"ours ({ours_side[5:]})"

@@ -174,10 +174,11 @@ def serve(side: str, arch: str, folder: str, input_path: str) -> int:
                     run()
                     calls += 1
                 say({"images/s": x.shape[0] * calls / (time.perf_counter() - start), "calls": calls})
-            elif op == "output" and request.get("variant") == "config eps":
-                np.save(request["path"], config_eps_output(side, folder, x))
             elif op == "output":
-                np.save(request["path"], output())
+                variant = request.get("variant")
+                if variant not in (None, "config eps"):
+                    raise ValueError(f"unknown output variant {variant!r}")
+                np.save(request["path"], output() if variant is None else config_eps_output(side, folder, x))
                 say({"path": request["path"]})
             elif op == "peak":
                 say({"peak RSS MiB": peak_rss_mib()})

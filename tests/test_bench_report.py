@@ -165,3 +165,38 @@ def test_a_worker_that_cannot_start_names_the_problem(saved_tiny_model, monkeypa
             worker.wait_ready()
     finally:
         worker.close()
+
+
+def test_keras_hubs_worker_answers_with_the_checkpoints_layer_norm_eps(saved_tiny_model, monkeypatch, tmp_path):
+    """keras-hub's HF converter keeps its own LayerNorm eps (1e-6); the "config eps" output rebuilds the backbone
+    with config.json's, so it must match our model where the converter's output does not."""
+    pytest.importorskip("keras_hub")
+    pytest.importorskip("jax")
+    import json
+
+    import torch
+
+    from vit import ViTConfig, ViTModel
+
+    torch.manual_seed(0)  # LayerNorm inputs of a few channels, where eps 1e-6 against 1e-12 shows
+    config = ViTConfig(image_size=32, patch_size=8, encoder_stride=8, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=64, num_labels=10, initializer_range=1e-3)
+    from vit import ViTForImageClassification
+
+    ViTForImageClassification(config).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["layer_norm_eps"] == 1e-12
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "input.npy", x)
+    with torch.inference_mode():
+        ours = ViTModel.from_pretrained(tmp_path, add_pooling_layer=False)(torch.from_numpy(x)).last_hidden_state.numpy()
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = load("bench")
+    worker = bench.PeerWorker(sys.executable, "keras-hub", "vit-backbone", str(tmp_path), str(tmp_path / "input.npy"),
+                              env={"KERAS_BACKEND": "jax"}, timeout=300)
+    try:
+        worker.wait_ready()
+        as_converted, with_config_eps = worker.output(), worker.output(variant="config eps")
+    finally:
+        worker.close()
+    np.testing.assert_allclose(with_config_eps, ours, atol=1e-4)
+    assert np.abs(as_converted - ours).max() > 10 * np.abs(with_config_eps - ours).max()
