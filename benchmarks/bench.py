@@ -510,8 +510,8 @@ HF5_PYTHON = ROOT / ".venv-bench-hf5" / "bin" / "python"  # `make bench` creates
 # (side, KERAS_BACKEND) of keras-hub's ViTBackbone, each against our model in the same framework family
 KERAS_HUB = {"jax": "ours-flax", "tensorflow": "ours-tf"}
 PEER_ROUND_SECONDS = 1.0  # a round is at least this long, so one call's jitter does not decide it
-# Between two sides' rounds: OpenMP threads of the side that just ran spin for a while (Intel OpenMP's
-# KMP_BLOCKTIME is 200 ms) and would take cores from the next side.
+# A pause between two sides' rounds: the thread pools of the side that just ran (OpenMP, Eigen, XLA) busy-wait
+# a little before they sleep, and would take cores from the next side.
 SETTLE_SECONDS = 0.3
 
 
