@@ -16,7 +16,7 @@ print to stderr, so a stray print cannot break the protocol. First it loads the 
 it) and says {"ready": true, "load seconds": .., "peak RSS MiB after loading": .., "versions": {..}}. Then, per request:
     {"op": "round", "calls": N, "min_seconds": S} -> {"images/s": .., "calls": ..}
                                  at least N timed calls and S seconds; nothing else runs meanwhile
-    {"op": "output", "path": P}  -> {"path": P}        the output of one call, saved as .npy for the max |diff|
+    {"op": "output", "path": P}  -> {"path": P}        the output (of the warm-up call), saved as .npy
     {"op": "output", "path": P, "variant": "config eps"}   keras-hub only: with config.json's layer_norm_eps
     {"op": "peak"}               -> {"peak RSS MiB": ..} VmHWM, this process's own high-water mark
     {"op": "quit"}               -> exits
@@ -65,7 +65,7 @@ def _output_field(arch: str) -> str:
 
 
 def build(side: str, arch: str, folder: str, x):
-    """(run, output, versions): run() does one forward and waits for it; output() returns it as numpy."""
+    """(run, versions): run() does one forward, waits for it and returns the output (np.asarray reads it)."""
     import numpy as np
 
     field = _output_field(arch)
@@ -83,7 +83,7 @@ def build(side: str, arch: str, folder: str, x):
             with torch.inference_mode():
                 return getattr(model(xt), field)
 
-        return forward, lambda: forward().numpy(), {"torch": torch.__version__}
+        return forward, {"torch": torch.__version__}
     if side in ("ours-tf", "hf-tf"):
         import tensorflow as tf
 
@@ -91,7 +91,7 @@ def build(side: str, arch: str, folder: str, x):
         model = cls.from_pretrained(folder, **kwargs)
         xla = tf.function(lambda v: getattr(model(v), field), jit_compile=True)
         xtf = tf.constant(x)
-        return lambda: xla(xtf).numpy(), lambda: xla(xtf).numpy(), {"tensorflow": tf.__version__}
+        return lambda: xla(xtf).numpy(), {"tensorflow": tf.__version__}
     if side in ("ours-flax", "hf-flax"):
         import jax
         import jax.numpy as jnp
@@ -109,7 +109,7 @@ def build(side: str, arch: str, folder: str, x):
             def forward():
                 return jitted(model.params, xj).block_until_ready()
 
-        return forward, lambda: np.asarray(forward()), {"jax": jax.__version__}
+        return forward, {"jax": jax.__version__}
     if side == "keras-hub":
         import keras
         import keras_hub
@@ -121,8 +121,7 @@ def build(side: str, arch: str, folder: str, x):
         backbone.compile(jit_compile=True)
         nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # keras-hub's images are channels-last
         run = lambda: backbone.predict_on_batch(nhwc)  # noqa: E731
-        return run, lambda: np.asarray(run()), {"keras": keras.__version__, "keras_hub": keras_hub.__version__,
-                                                "backend": keras.backend.backend()}
+        return run, {"keras": keras.__version__, "keras_hub": keras_hub.__version__, "backend": keras.backend.backend()}
 
 
 def config_eps_output(side: str, folder: str, x):
@@ -155,14 +154,16 @@ def serve(side: str, arch: str, folder: str, input_path: str) -> int:
             raise ValueError(f"usage: peer_worker.py {{{'|'.join(SIDES)}}} {{{'|'.join(ARCHS)}}} FOLDER INPUT.npy")
         x = np.load(input_path)
         start = time.perf_counter()
-        run, output, versions = build(side, arch, folder, x)
+        run, versions = build(side, arch, folder, x)
         load_seconds = time.perf_counter() - start
         if side.startswith("hf-"):
             import transformers
 
             versions["transformers"] = transformers.__version__
         after_loading = peak_rss_mib()  # the interpreter, the libraries and the weights, before any forward
-        run()  # compile and warm the caches before any timed round
+        # compile and warm the caches before any timed round; its output is the one "output" sends (same weights,
+        # same input), so the max |diff| costs no extra forward
+        first_output = np.asarray(run())
         say({"ready": True, "load seconds": load_seconds, "peak RSS MiB after loading": after_loading,
              "versions": versions})
         for line in sys.stdin:
@@ -178,7 +179,7 @@ def serve(side: str, arch: str, folder: str, input_path: str) -> int:
                 variant = request.get("variant")
                 if variant not in (None, "config eps"):
                     raise ValueError(f"unknown output variant {variant!r}")
-                np.save(request["path"], output() if variant is None else config_eps_output(side, folder, x))
+                np.save(request["path"], first_output if variant is None else config_eps_output(side, folder, x))
                 say({"path": request["path"]})
             elif op == "peak":
                 say({"peak RSS MiB": peak_rss_mib()})
