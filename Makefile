@@ -20,9 +20,15 @@ lint:
 equivalence:
 	$(PY) tests/equivalence/matrix.py
 
+# HF transformers 5.x is a peer in `make bench`; it lives in its own venv (the tests pin 4.57.6 in $(VENV)).
+HF5_VENV ?= .venv-bench-hf5
+
 bench:
 	$(PIP) install -q -e ".[bench]"
-	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	test -x $(HF5_VENV)/bin/python || python3 -m venv $(HF5_VENV)
+	$(HF5_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(HF5_VENV)/bin/python -m pip install -q -r benchmarks/requirements-hf5.txt
+	$(PY) benchmarks/bench.py --hf5-python $(HF5_VENV)/bin/python $(BENCH_ARGS)
 	$(PY) benchmarks/report.py
 
 demo:

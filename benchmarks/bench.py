@@ -5,8 +5,15 @@ drift on a shared machine cancels, and reports the median of several rounds and 
 Results go to benchmarks/results/<date>.json; `benchmarks/report.py` turns them into the README's table and
 a chart.
 
-    python benchmarks/bench.py            # the full run (under 15 minutes here)
+    python benchmarks/bench.py            # the full run
     python benchmarks/bench.py --quick    # ViT-S/16 at batch 8 only, about a minute
+    python benchmarks/bench.py --no-sweep # the full run without the cost-vs-resolution sweep
+    python benchmarks/bench.py --only peers,dinov2,sweep --sweep-models S --sweep-sizes 224   # just those
+
+The full run ends with issue 15's sections: today's peers (HF transformers 5.x PyTorch from its own venv,
+keras-hub's ViTBackbone on JAX and TF), DINOv2-S/14 at 224, and the cost as inputs grow (224, 384, 518). Their
+sides run in worker processes (benchmarks/peer_worker.py) that the main process drives in turn, so that one side
+runs at a time and each process's peak memory is its own.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -129,13 +137,13 @@ def matmul_peaks(n: int = 2048, rounds: int = 5) -> dict[str, float]:
 class Weights:
     """One random ViT saved once in every format, so ours and the peers load the same numbers."""
 
-    def __init__(self, preset: str) -> None:
+    def __init__(self, preset: str, **overrides) -> None:
         import torch
 
         from vit import ViTConfig, ViTForImageClassification
 
         torch.manual_seed(0)
-        self.config = ViTConfig.from_preset(preset, num_labels=1000)
+        self.config = ViTConfig.from_preset(preset, num_labels=1000, **overrides)
         self.folder = tempfile.mkdtemp(prefix="vit-bench-")
         ViTForImageClassification(self.config).save_pretrained(self.folder, formats=("safetensors", "tf", "flax"))
         self.hf_folders = {}
@@ -496,6 +504,322 @@ def bench_loading(w: Weights, have_hf: bool, have_hf_tf: bool) -> dict:
     return out
 
 
+# ----------------------------------------------------------------- peers in their own processes (issue 15)
+WORKER = Path(__file__).parent / "peer_worker.py"
+HF5_PYTHON = ROOT / ".venv-bench-hf5" / "bin" / "python"  # `make bench` creates it (transformers 5.x + torch 2.13)
+# (side, KERAS_BACKEND) of keras-hub's ViTBackbone, each against our model in the same framework family
+KERAS_HUB = {"jax": "ours-flax", "tensorflow": "ours-tf"}
+PEER_ROUND_SECONDS = 1.0  # a round is at least this long, so one call's jitter does not decide it
+# A pause between two sides' rounds: the thread pools of the side that just ran (OpenMP, Eigen, XLA) busy-wait
+# a little before they sleep, and would take cores from the next side.
+SETTLE_SECONDS = 0.3
+
+
+class PeerWorker:
+    """A model served by benchmarks/peer_worker.py in another interpreter; see its docstring for the protocol."""
+
+    def __init__(self, python: str | Path, side: str, arch: str, folder: str, input_path: str,
+                 env: dict[str, str] | None = None, timeout: float = 900.0) -> None:
+        self.side, self.name = side, f"{side} ({Path(python).parent.parent.name})"
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [str(python), str(WORKER), side, arch, folder, input_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True, bufsize=1,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})})
+        self.timeout = timeout
+        self.ready: dict = {}
+
+    def wait_ready(self) -> None:
+        """Loading and compiling are not timed, so every worker of a comparison starts at once and waits here."""
+        self.ready = self._answer()
+
+    def _answer(self) -> dict:
+        # One line answers each request, so nothing is left in the pipe's buffer that select could not see.
+        if not select.select([self.process.stdout], [], [], self.timeout)[0]:
+            self.process.kill()
+            raise RuntimeError(f"{self.name} gave no answer in {self.timeout:.0f} s")
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=self.timeout)
+            self.stderr.seek(0)
+            tail = [t for t in self.stderr.read().strip().splitlines() if t.strip()][-1:] or ["no output"]
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}): {tail[0][:300]}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def round(self, calls: int, min_seconds: float = 0.0) -> float:
+        return self.ask(op="round", calls=calls, min_seconds=min_seconds)["images/s"]
+
+    def output(self, **variant) -> np.ndarray:
+        fd, path = tempfile.mkstemp(suffix=".npy")
+        os.close(fd)
+        try:
+            self.ask(op="output", path=path, **variant)
+            return np.load(path)
+        finally:
+            os.unlink(path)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+
+
+def alternate(workers: dict[str, PeerWorker], rounds: int, calls: int, min_seconds: float) -> dict[str, float]:
+    """Round-robin the workers (A B C A B C ...): one side runs at a time; the median images/s of each."""
+    samples: dict[str, list[float]] = {name: [] for name in workers}
+    for _ in range(rounds):
+        for name, worker in workers.items():
+            time.sleep(SETTLE_SECONDS)
+            samples[name].append(worker.round(calls, min_seconds))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def start_workers(specs: dict[str, tuple], errors: dict[str, str]) -> dict[str, PeerWorker]:
+    """Start each (python, side, arch, folder, input, env) worker; a side that fails is noted, not fatal."""
+    started = {name: PeerWorker(*spec) for name, spec in specs.items()}
+    workers = {}
+    for name, worker in started.items():
+        try:
+            worker.wait_ready()
+            workers[name] = worker
+        except Exception as err:
+            errors[name] = str(err)[:300]
+            worker.close()
+    return workers
+
+
+def compare_groups(groups: dict[str, dict[str, tuple]], references: dict[str, str], rounds: int, calls: int = 1,
+                   min_seconds: float = 0.0, memory: bool = False) -> dict[str, dict]:
+    """Per group: time its sides alternately, then each side's max |diff| against the group's reference side.
+
+    Every worker of every group starts at once (loading and compiling are not timed; idle workers wait on their
+    stdin and take no CPU), then the groups are timed one after the other."""
+    errors: dict[str, str] = {}
+    flat = {(group, name): spec for group, specs in groups.items() for name, spec in specs.items()}
+    started = start_workers({f"{group}\0{name}": spec for (group, name), spec in flat.items()}, errors)
+    results: dict[str, dict] = {}
+    try:
+        for group in groups:
+            workers = {key.split("\0", 1)[1]: w for key, w in started.items() if key.split("\0", 1)[0] == group}
+            reference = references[group]
+            out: dict = {"images/s": alternate(workers, rounds, calls, min_seconds) if workers else {}}
+            if reference in workers:
+                ref = workers[reference].output()
+                out[f"max |diff| vs {reference}"] = {name: float(np.abs(w.output() - ref).max())
+                                                     for name, w in workers.items() if name != reference}
+                eps_fixed = {name: float(np.abs(w.output(variant="config eps") - ref).max())
+                             for name, w in workers.items() if name != reference and w.side == "keras-hub"}
+                if eps_fixed:
+                    out[f"max |diff| vs {reference} with config.json's layer_norm_eps"] = eps_fixed
+            out["versions"] = {name: w.ready["versions"] for name, w in workers.items()}
+            if memory:
+                out["peak RSS MiB"] = {name: w.ask(op="peak")["peak RSS MiB"] for name, w in workers.items()}
+                out["RSS after loading MiB"] = {name: w.ready["peak RSS MiB after loading"] for name, w in workers.items()}
+            group_errors = {key.split("\0", 1)[1]: e for key, e in errors.items() if key.split("\0", 1)[0] == group}
+            if group_errors:
+                out["errors"] = group_errors
+            results[group] = out
+    finally:
+        for worker in started.values():
+            worker.close()
+    return results
+
+
+def compare_workers(specs: dict[str, tuple], reference: str, rounds: int, calls: int = 1, min_seconds: float = 0.0,
+                    memory: bool = False) -> dict:
+    """One group of sides: see compare_groups."""
+    return compare_groups({"": specs}, {"": reference}, rounds, calls, min_seconds, memory)[""]
+
+
+def save_input(folder: str, batch: int, size: int, seed: int = 8) -> str:
+    path = os.path.join(folder, f"input-{batch}x{size}.npy")
+    np.save(path, np.random.default_rng(seed).normal(size=(batch, 3, size, size)).astype(np.float32))
+    return path
+
+
+def hf5_status(python: Path = HF5_PYTHON) -> str:
+    if not Path(python).exists():
+        return f"not installed: {python} is missing (make bench creates it)"
+    probe = subprocess.run([str(python), "-c", "import transformers, torch; print(transformers.__version__)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"not importable in {python}: {probe.stderr.strip().splitlines()[-1][:120]}"
+    version = probe.stdout.strip()
+    return "available" if version.startswith("5.") else f"wrong version {version} in {python} (want 5.x)"
+
+
+def bench_today_peers(w: Weights, batch: int, rounds: int, have_hf: bool, hf5: Path | None, have_keras_hub: bool) -> dict:
+    """Ours against the peers users have today, at 224: HF 5.x PyTorch beside HF 4.57 and ours (logits), and
+    keras-hub's ViTBackbone on JAX and on TF beside our Flax and TF models (last_hidden_state: keras-hub has no
+    classification head of HF's layout). keras-hub loads the same checkpoint through its own HF converter."""
+    inputs = save_input(w.folder, batch, w.config.image_hw[0])
+    py = sys.executable
+    out: dict = {"batch": batch}
+    pytorch = {"ours": (py, "ours-pt", "vit", w.folder, inputs, None)}
+    if have_hf:
+        pytorch["HF 4.57 SDPA"] = (py, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
+    if hf5 is not None:  # the interpreter of the transformers 5.x venv
+        pytorch["HF 5.x SDPA"] = (hf5, "hf-pt", "vit", w.hf_folders["pt"], inputs, None)
+    groups, references = ({"pytorch": pytorch}, {"pytorch": "ours"}) if len(pytorch) > 1 else ({}, {})
+    if have_keras_hub:
+        for backend, ours_side in KERAS_HUB.items():
+            ours = f"ours ({ours_side[5:]})"
+            groups[f"keras-hub {backend}"] = {
+                ours: (py, ours_side, "vit-backbone", w.folder, inputs, None),
+                f"keras-hub ViTBackbone ({backend})": (py, "keras-hub", "vit-backbone", w.hf_folders["pt"], inputs,
+                                                       {"KERAS_BACKEND": backend})}
+            references[f"keras-hub {backend}"] = ours
+    out.update(compare_groups(groups, references, rounds, min_seconds=PEER_ROUND_SECONDS))
+    return out
+
+
+def dinov2_weights(folder: str) -> str:
+    """A random DINOv2-S/14 (518 checkpoint) written by HF 4.57's own Dinov2Model, so every side reads HF's layout."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4,
+                                       image_size=518, patch_size=14)
+    transformers.Dinov2Model(config).save_pretrained(folder)
+    return folder
+
+
+def bench_dinov2(rounds: int, have_hf: bool, hf5: Path | None, batch: int = 8, size: int = 224) -> dict:
+    """DINOv2-S/14 from a 518 checkpoint at 224 (position embeddings resized, as users run it), batch 8."""
+    import shutil
+
+    if not have_hf:
+        return {"error": "needs HF transformers 4.57 to write the checkpoint"}
+    folder = tempfile.mkdtemp(prefix="vit-bench-dinov2-")
+    try:
+        dinov2_weights(folder)
+        inputs = save_input(folder, batch, size)
+        py = sys.executable
+        specs = {"ours PyTorch": (py, "ours-pt", "dinov2", folder, inputs, None),
+                 "HF 4.57 PyTorch SDPA": (py, "hf-pt", "dinov2", folder, inputs, None)}
+        if hf5 is not None:
+            specs["HF 5.x PyTorch SDPA"] = (hf5, "hf-pt", "dinov2", folder, inputs, None)
+        specs["ours TF XLA"] = (py, "ours-tf", "dinov2", folder, inputs, None)
+        specs["ours Flax jit"] = (py, "ours-flax", "dinov2", folder, inputs, None)
+        specs["HF 4.57 Flax jit"] = (py, "hf-flax", "dinov2", folder, inputs, None)
+        out = compare_workers(specs, "ours PyTorch", rounds, min_seconds=PEER_ROUND_SECONDS)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"model": "DINOv2-S/14, 518 checkpoint", "image size": size, "batch": batch, **out}
+
+
+# The resolution sweep: (patch, image size, batch). 518 is DINOv2's size, a multiple of 14 and not of 16: the
+# patch-14 point has 1,370 tokens. Batches shrink as the cost grows so that the sweep fits the full run; ViT-B at
+# 518 runs one image (its GEMMs still have 1,370 rows), which alone keeps it near 3 minutes on 2 cores.
+SWEEP_MODELS = {"S": "small", "B": "base"}
+SWEEP_POINTS = [(16, 224, 4), (16, 384, 2), (14, 518, 2)]
+SWEEP_BATCH_OVERRIDES = {("B", 518): 1}
+SWEEP_SIDES = {"pytorch": ("ours-pt", "hf-pt", "pt"), "tensorflow": ("ours-tf", "hf-tf", "tf"),
+               "flax": ("ours-flax", "hf-flax", "flax")}
+ATTENTION = {  # what each side's attention does at long sequences (read from the code, reported beside the numbers)
+    "pytorch ours": "F.scaled_dot_product_attention (fused flash-style CPU kernel, no N×N matrix kept)",
+    "pytorch HF 4.57": "SDPA (same kernel)",
+    "tensorflow ours": "explicit softmax(QKᵀ) under XLA: the B×H×N×N scores are materialised",
+    "tensorflow HF 4.57": "explicit softmax(QKᵀ) under XLA: materialised",
+    "flax ours": "explicit softmax(QKᵀ) under jit: materialised (XLA CPU has no memory-efficient attention kernel)",
+    "flax HF 4.57": "explicit softmax(QKᵀ) under jit: materialised",
+}
+
+
+def bench_sweep(rounds: int, have_hf: bool, have_hf_tf: bool, models: list[str], sizes: list[int]) -> dict:
+    """img/s, MFU inputs (GFLOPs per image) and peak memory as the resolution grows, ours beside HF 4.57, in every
+    framework. Each (framework, side, size) is its own process, so its VmHWM is that size's peak."""
+    import shutil
+
+    out: dict = {"attention": ATTENTION, "points": {}}
+    for model in models:
+        for patch, size, batch in SWEEP_POINTS:
+            if size not in sizes:
+                continue
+            batch = SWEEP_BATCH_OVERRIDES.get((model, size), batch)
+            w = Weights(f"vit-{SWEEP_MODELS[model]}-patch{patch}-224", image_size=size)
+            try:
+                inputs = save_input(w.folder, batch, size)
+                tokens = w.config.num_patches + w.config.num_prefix_tokens
+                heads = w.config.num_attention_heads
+                cell: dict = {"model": f"ViT-{model}/{patch}", "image size": size, "batch": batch, "tokens": tokens,
+                              "GFLOPs per image": vit_flops(w.config) / 1e9,
+                              "attention scores MiB per layer (if materialised)": batch * heads * tokens**2 * 4 / 2**20}
+                print(f"sweep ViT-{model}/{patch} at {size} ...", flush=True)
+                groups = {}
+                for framework, (ours_side, hf_side, fmt) in SWEEP_SIDES.items():
+                    groups[framework] = {"ours": (sys.executable, ours_side, "vit", w.folder, inputs, None)}
+                    if have_hf and (framework != "tensorflow" or have_hf_tf):
+                        groups[framework]["HF 4.57"] = (sys.executable, hf_side, "vit", w.hf_folders[fmt], inputs, None)
+                cell.update(compare_groups(groups, dict.fromkeys(groups, "ours"), rounds, calls=1, memory=True))
+                out["points"][f"ViT-{model}/{patch} {size}"] = cell
+            finally:
+                shutil.rmtree(w.folder, ignore_errors=True)
+    return out
+
+
+NEW_SECTIONS = ("peers", "dinov2", "sweep")
+NEW_SECTION_ROUNDS = 3  # each side's round is one call or PEER_ROUND_SECONDS; 3 keeps the sweep near 8 minutes
+PEERS_KEY, DINOV2_KEY, SWEEP_KEY = ("today's peers (224, batch 8)", "DINOv2-S/14 at 224 (batch 8)",
+                                    "cost as inputs grow")
+
+
+def today_peer_status(hf5_python: Path) -> dict[str, str]:
+    keras_hub = "available" if importlib.util.find_spec("keras_hub") is not None else \
+        "not installed: pip install -e '.[bench]'"
+    return {"transformers 5.x": hf5_status(hf5_python), "keras_hub": keras_hub}
+
+
+def run_new_sections(results: dict, sections: list[str], peers: dict, hf5_python: Path, peer_models: list[str],
+                     sweep_models: list[str], sweep_sizes: list[int]) -> None:
+    """Issue 15's peers and sweep and issue 12's DINOv2 entry, each in worker processes; a section that fails
+    records its error and the run goes on."""
+    have_hf = peers["transformers"] == "available"
+    have_hf_tf = have_hf and peers["tf_keras"] == "available"
+    hf5 = hf5_python if peers["transformers 5.x"] == "available" else None
+    have_keras_hub = peers["keras_hub"] == "available"
+    jobs = {
+        "peers": (PEERS_KEY, lambda: {label: today_peers_for(preset, NEW_SECTION_ROUNDS, have_hf, hf5, have_keras_hub)
+                                      for label, preset in MODELS.items() if label in peer_models}),
+        "dinov2": (DINOV2_KEY, lambda: bench_dinov2(NEW_SECTION_ROUNDS, have_hf, hf5)),
+        "sweep": (SWEEP_KEY, lambda: bench_sweep(NEW_SECTION_ROUNDS, have_hf, have_hf_tf, sweep_models, sweep_sizes)),
+    }
+    for name in sections:
+        key, job = jobs[name]
+        print(f"{key} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            results[key] = job()
+        except Exception as err:
+            results[key] = {"error": f"{type(err).__name__}: {err}"[:400]}
+        results[key]["seconds"] = time.perf_counter() - start
+
+
+def today_peers_for(preset: str, rounds: int, have_hf: bool, hf5: Path | None, have_keras_hub: bool) -> dict:
+    import shutil
+
+    w = Weights(preset)
+    try:
+        return bench_today_peers(w, 8, rounds, have_hf, hf5, have_keras_hub)
+    finally:
+        shutil.rmtree(w.folder, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     """bf16 and int8 against fp32 at batch 8, per framework, alternating in one process (issue 15).
@@ -601,9 +925,22 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 at batch 8 only, about a minute")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--no-sweep", action="store_true", help="skip the cost-vs-resolution sweep (about 10 minutes)")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep",
+                        help=f"run only these of the sections {', '.join(NEW_SECTIONS)} (writes <date>-partial.json)")
+    parser.add_argument("--peer-models", type=lambda v: v.split(","), default=list(MODELS), metavar="S/16,B/16",
+                        help="the models of the today's-peers section")
+    parser.add_argument("--sweep-models", type=lambda v: v.split(","), default=list(SWEEP_MODELS), metavar="S,B")
+    parser.add_argument("--sweep-sizes", type=lambda v: [int(s) for s in v.split(",")],
+                        default=[size for _, size, _ in SWEEP_POINTS], metavar="224,384,518")
+    parser.add_argument("--hf5-python", type=Path, default=HF5_PYTHON,
+                        help="the interpreter of the HF transformers 5.x venv (make bench creates it)")
     args = parser.parse_args(argv)
+    if args.only is not None and not set(args.only) <= set(NEW_SECTIONS):
+        parser.error(f"--only takes some of {', '.join(NEW_SECTIONS)}, got {','.join(args.only)}")
     started = time.perf_counter()
     peers = peer_status()
+    peers.update(today_peer_status(args.hf5_python))
     have_hf = peers["transformers"] == "available"
     have_hf_tf = have_hf and peers["tf_keras"] == "available"
     rounds = 3 if args.quick else 4
@@ -615,6 +952,9 @@ def main(argv: list[str] | None = None) -> Path:
     print("matmul peak ...", flush=True)
     results["matmul GFLOP/s (2048x2048 fp32)"] = matmul_peaks(rounds=rounds)
     results["inference"] = {}
+    if args.only is not None:
+        results["partial"] = args.only
+        models = {}
     for label, preset in models.items():
         w = Weights(preset)
         entry = {"GFLOPs per image": vit_flops(w.config) / 1e9}
@@ -635,18 +975,26 @@ def main(argv: list[str] | None = None) -> Path:
             print("B/16: load time and memory ...", flush=True)
             results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
         results["inference"][label] = entry
-        results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds, static_int8=not args.quick and label == "S/16")
-    print("image processor ...", flush=True)
-    results["image processor (to 224)"] = bench_processor(rounds, have_hf)
-    print("vit embed pipeline ...", flush=True)
-    results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
-    if not args.quick:
+        if not args.quick:
+            print(f"{label}: bf16 and int8 ...", flush=True)
+            results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds, static_int8=label == "S/16")
+            gc.collect()
+    if args.only is None:
+        print("image processor ...", flush=True)
+        results["image processor (to 224)"] = bench_processor(rounds, have_hf)
+        print("vit embed pipeline ...", flush=True)
+        results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
+    if not args.quick and args.only is None:
         print("training step ...", flush=True)
         results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
+    if not args.quick:
+        sections = args.only or [name for name in NEW_SECTIONS if not (name == "sweep" and args.no_sweep)]
+        run_new_sections(results, sections, peers, args.hf5_python, args.peer_models, args.sweep_models, args.sweep_sizes)
     results["seconds"] = time.perf_counter() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{results['date']}{'-quick' if args.quick else ''}.json"
+    suffix = "-quick" if args.quick else "-partial" if args.only is not None else ""
+    path = out_dir / f"{results['date']}{suffix}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} in {results['seconds']:.0f} s")
     print(comparison(results))

@@ -149,20 +149,174 @@ def export_and_embed_lines(results: dict) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------- today's peers, DINOv2, cost as inputs grow (issue 15)
+PEERS_KEY, DINOV2_KEY, SWEEP_KEY = ("today's peers (224, batch 8)", "DINOv2-S/14 at 224 (batch 8)",
+                                    "cost as inputs grow")
+# (section of a model's peer entry, our side, the peer sides)
+PEER_PAIRS = [
+    ("pytorch", "ours", ("HF 4.57 SDPA", "HF 5.x SDPA")),
+    ("keras-hub jax", "ours (flax)", ("keras-hub ViTBackbone (jax)",)),
+    ("keras-hub tensorflow", "ours (tf)", ("keras-hub ViTBackbone (tensorflow)",)),
+]
+DINOV2_PAIRS = [("ours PyTorch", "HF 4.57 PyTorch SDPA"), ("ours PyTorch", "HF 5.x PyTorch SDPA"),
+                ("ours Flax jit", "HF 4.57 Flax jit")]
+
+
+EPS_FIXED = "with config.json's layer_norm_eps"
+
+
+def _diff(entry: dict, side: str, eps_fixed: bool = False) -> float | None:
+    """A side's max |diff| against the entry's reference side, whatever the reference is called; with eps_fixed,
+    keras-hub's backbone rebuilt with the checkpoint's layer_norm_eps (its converter keeps 1e-6)."""
+    for key, diffs in entry.items():
+        if key.startswith("max |diff| vs ") and key.endswith(EPS_FIXED) == eps_fixed and side in diffs:
+            return diffs[side]
+    return None
+
+
+def _errors(entry: dict, where: str) -> list[str]:
+    return [f"{where}: {name} not measured ({error})" for name, error in entry.get("errors", {}).items()]
+
+
+def today_peer_rows(results: dict) -> list[str]:
+    """Ours against HF 4.57, HF 5.x (PyTorch) and keras-hub's ViTBackbone (JAX, TF), one alternating run each."""
+    section = results.get(PEERS_KEY)
+    if not section:
+        return []
+    if "error" in section:
+        return [f"Today's peers were not measured: {section['error']}"]
+    rows = ["| model, batch 8, 224² | framework | ours img/s | peer | peer img/s | ours / peer | max abs diff vs ours |",
+            "|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
+    for label, entry in section.items():
+        if not isinstance(entry, dict):
+            continue
+        for part, ours, peers in PEER_PAIRS:
+            cell = entry.get(part, {})
+            rates = cell.get("images/s", {})
+            notes += _errors(cell, f"ViT-{label} {part}")
+            for peer in peers:
+                if ours not in rates or peer not in rates:
+                    continue
+                diff, eps_fixed = _diff(cell, peer), _diff(cell, peer, eps_fixed=True)
+                rows.append(f"| ViT-{label} | {part.replace('keras-hub ', '')} | {rates[ours]:.1f} | {peer} | "
+                            f"{rates[peer]:.1f} | {rates[ours] / rates[peer]:.2f} | {'—' if diff is None else f'{diff:.1e}'} |")
+                if eps_fixed is not None:
+                    notes.append(f"ViT-{label}, {peer}: keras-hub's HF converter ignores config.json's layer_norm_eps "
+                                 f"(its backbone keeps 1e-6; the checkpoint says 1e-12). Rebuilt with the checkpoint's "
+                                 f"eps, its max abs diff vs ours is {eps_fixed:.1e}.")
+    return rows + ([""] + notes if notes else [])
+
+
+def dinov2_rows(results: dict) -> list[str]:
+    """DINOv2-S/14 (a 518 checkpoint) at 224: ours in three frameworks against HF 4.57 and HF 5.x."""
+    entry = results.get(DINOV2_KEY)
+    if not entry:
+        return []
+    if "error" in entry:
+        return [f"DINOv2 was not measured: {entry['error']}"]
+    rates = entry.get("images/s", {})
+    rows = ["| DINOv2-S/14 at 224, batch 8 | img/s | max abs diff vs ours PyTorch |", "|---|---|---|"]
+    for side, rate in rates.items():
+        diff = _diff(entry, side)
+        rows.append(f"| {side} | {rate:.1f} | {'—' if diff is None else f'{diff:.1e}'} |")
+    ratios = [f"{ours} / {peer} = {rates[ours] / rates[peer]:.2f}" for ours, peer in DINOV2_PAIRS
+              if ours in rates and peer in rates]
+    if ratios:
+        rows += ["", "Ratios from the same alternating run: " + "; ".join(ratios) + "."]
+    return rows + _errors(entry, "DINOv2")
+
+
+def sweep_rows(results: dict) -> list[str]:
+    """img/s, MFU and each process's peak memory as the resolution (and the token count) grows."""
+    section = results.get(SWEEP_KEY)
+    if not section:
+        return []
+    if "error" in section:
+        return [f"The resolution sweep was not measured: {section['error']}"]
+    peaks = results["matmul GFLOP/s (2048x2048 fp32)"]
+    rows = ["| model | size | tokens | batch | framework | ours img/s | ours MFU | HF 4.57 img/s | HF MFU | ours / HF | "
+            "ours peak MiB (forward) | HF peak MiB (forward) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
+    for point in section.get("points", {}).values():
+        for framework in PEAK_KEY:
+            cell = point.get(framework)
+            if not cell:
+                continue
+            notes += _errors(cell, f"{point['model']} {point['image size']} {framework}")
+            rates, memory, loaded = cell.get("images/s", {}), cell.get("peak RSS MiB", {}), cell.get("RSS after loading MiB", {})
+            # the process's peak, and in brackets what the forward added to the loaded process
+            peak_rss = {side: f"{rss:.0f}" + (f" (+{rss - loaded[side]:.0f})" if side in loaded else "")
+                        for side, rss in memory.items()}
+            peak = max(peaks[k] for k in PEAK_KEY[framework])
+            mfu = {side: rate * point["GFLOPs per image"] / peak for side, rate in rates.items()}
+            ours, hf = rates.get("ours"), rates.get("HF 4.57")
+            rows.append(f"| {point['model']} | {point['image size']} | {point['tokens']} | {point['batch']} | {framework} | "
+                        f"{fmt(ours, 1)} | {fmt(mfu.get('ours'))} | {fmt(hf, 1)} | {fmt(mfu.get('HF 4.57'))} | "
+                        f"{fmt(ours / hf if ours and hf else None)} | {peak_rss.get('ours', 'n/a')} | {peak_rss.get('HF 4.57', 'n/a')} |")
+    attention = section.get("attention", {})
+    notes += ["", "Peak memory includes the interpreter and every library the side imports (importing HF 4.57's "
+                  "PyTorch classes also imports TensorFlow and JAX when they are installed); the bracket is what the "
+                  "compiled forward added after loading."]
+    if attention:
+        notes += ["", "Attention at long sequences: " + "; ".join(f"{k}: {v}" for k, v in attention.items()) + "."]
+    return rows + ([""] + notes if notes else [])
+
+
+def new_sections(results: dict) -> list[str]:
+    """The issue-15 sections that a run has, each under its own heading."""
+    lines: list[str] = []
+    for title, rows in (("Today's peers: HF transformers 5.x (PyTorch) and keras-hub's ViTBackbone", today_peer_rows(results)),
+                        ("DINOv2-S/14 at 224", dinov2_rows(results)),
+                        ("Cost as inputs grow (MFU against the framework's fp32 matmul peak; peak RSS of a fresh "
+                         "process per framework, side and size)", sweep_rows(results))):
+        if rows:
+            lines += ["", f"**{title}**", "", *rows]
+    return lines
+
+
+def low_precision_lines(results: dict) -> list[str]:
+    """bf16 and int8 against fp32 per framework (`bench_low_precision`), with the CPU's instruction sets."""
+    section = results.get("low precision (batch 8)")
+    if not section:
+        return []
+    lines = ["", "bf16 and int8 against fp32 of the same framework (`bench_low_precision`), ratios of images/s:", ""]
+    for label, entry in section.items():
+        isa = entry["cpu low-precision instructions"]
+        have = ", ".join(k for k, v in isa.items() if v) or "none of them"
+        lacks = ", ".join(k for k, v in isa.items() if not v) or "nothing"
+        lines += [f"ViT-{label}, batch 8. The CPU has {have}; it lacks {lacks} (torch: {entry['torch CPU capability']}).",
+                  "", "| variant / baseline | ratio |", "|---|---|"]
+        lines += [f"| {name} | {r:.2f} |" for name, r in entry["ratios"].items()]
+        matmul = next((v for k, v in entry.items() if k.startswith("matmul GFLOP/s")), {})
+        if matmul:
+            shape = next(k for k in entry if k.startswith("matmul GFLOP/s"))[len("matmul GFLOP/s "):]
+            lines += ["", f"One MLP matmul {shape}, GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in matmul.items()) + "."]
+        lines.append("")
+    return lines
+
+
 def summarise(results: dict) -> str:
     m = results["machine"]
+    kind = "quick run" if results["quick"] else f"partial run ({', '.join(results['partial'])})" \
+        if "partial" in results else "full run"
     lines = [
         f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores (torch {m['torch']}, TensorFlow {m['tensorflow']}, "
-        f"JAX {m['jax']}); {'quick run' if results['quick'] else 'full run'}, {results['seconds']:.0f} s. "
+        f"JAX {m['jax']}); {kind}, {results['seconds']:.0f} s. "
         "Ratios are ours / peer measured side by side in the same run.",
-        "",
-        *target_rows(results),
-        "",
-        "Model FLOP utilisation (images/s × FLOPs per image ÷ the best fp32 2048² matmul the framework reaches here):",
-        "",
-        *mfu_rows(results),
     ]
+    if results["inference"]:  # a partial run of the new sections has none
+        lines += [
+            "",
+            *target_rows(results),
+            "",
+            "Model FLOP utilisation (images/s × FLOPs per image ÷ the best fp32 2048² matmul the framework reaches here):",
+            "",
+            *mfu_rows(results),
+        ]
     lines += export_and_embed_lines(results)
+    lines += low_precision_lines(results)
+    lines += new_sections(results)
     peers = results.get("peers", {})
     missing = [f"{k}: {v}" for k, v in peers.items() if v != "available"]
     if missing:
@@ -235,11 +389,11 @@ def main(argv: list[str]) -> None:
     if argv:
         path = Path(argv[0])
     else:
-        path = sorted(p for p in RESULTS.glob("*.json") if "quick" not in p.name)[-1]
+        path = sorted(p for p in RESULTS.glob("*.json") if "quick" not in p.name and "partial" not in p.name)[-1]
     results = json.loads(path.read_text())
     chart_path = path.with_suffix(".png")
     chart(results, chart_path)
-    if not results["quick"]:
+    if not results["quick"] and "partial" not in results:
         update_readme(results, chart_path)
     print(summarise(results))
 
