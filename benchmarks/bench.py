@@ -155,7 +155,7 @@ class Weights:
             self.hf_folders[fmt] = folder
 
 
-def bench_pytorch(w: Weights, batches: list[int], rounds: int, have_hf: bool, fast_paths: bool) -> dict:
+def bench_pytorch(w: Weights, batches: list[int], rounds: int, have_hf: bool) -> dict:
     import torch
 
     from vit import ViTForImageClassification
@@ -190,30 +190,7 @@ def bench_pytorch(w: Weights, batches: list[int], rounds: int, have_hf: bool, fa
             out["HF torch.compile seconds"] = time.perf_counter() - start
             out["batch 8"].update(timed_rounds({"HF torch.compile": lambda: compiled(x),
                                                 "ours optimize_for_inference (again)": lambda: fast(x)}, 8, rounds))
-    if fast_paths and 8 in batches:
-        out["fast paths (batch 8)"] = pytorch_fast_paths(ours, rounds)
     return out
-
-
-def pytorch_fast_paths(ours, rounds: int) -> dict:
-    """int8 dynamic quantization and bf16, with their accuracy delta against float32."""
-    import copy
-
-    import torch
-
-    x = torch.from_numpy(np.random.default_rng(8).normal(size=(8, 3, 224, 224)).astype(np.float32))
-    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ours), {torch.nn.Linear}, dtype=torch.qint8)
-    bf16 = copy.deepcopy(ours).to(torch.bfloat16)
-    xb = x.to(torch.bfloat16)
-    with torch.inference_mode():
-        ref = ours(x).logits
-        rates = timed_rounds({"fp32": lambda: ours(x), "int8 dynamic": lambda: int8(x), "bf16": lambda: bf16(xb)}, 8, rounds)
-        deltas = {"int8 dynamic": float((int8(x).logits - ref).abs().max()),
-                  "bf16": float((bf16(xb).logits.float() - ref).abs().max())}
-        agree = {"int8 dynamic": float((int8(x).logits.argmax(-1) == ref.argmax(-1)).float().mean()),
-                 "bf16": float((bf16(xb).logits.float().argmax(-1) == ref.argmax(-1)).float().mean())}
-    return {"images/s": rates, "max |logits diff| vs fp32": deltas, "top-1 agreement vs fp32": agree,
-            "logits scale (max |fp32 logit|)": float(ref.abs().max())}
 
 
 def bench_onnxruntime(w: Weights, batches: list[int], rounds: int) -> dict:
@@ -945,7 +922,7 @@ def main(argv: list[str] | None = None) -> Path:
     have_hf_tf = have_hf and peers["tf_keras"] == "available"
     rounds = 3 if args.quick else 4
     models = {"S/16": MODELS["S/16"]} if args.quick else MODELS
-    batches = [8] if args.quick else [1, 8, 32]
+    batches = [8] if args.quick else [1, 8]
 
     results: dict = {"date": datetime.date.today().isoformat(), "quick": args.quick, "machine": machine(), "peers": peers,
                      "method": "same weights and input; variants alternate A B A B; median of rounds; images/s"}
@@ -959,7 +936,7 @@ def main(argv: list[str] | None = None) -> Path:
         w = Weights(preset)
         entry = {"GFLOPs per image": vit_flops(w.config) / 1e9}
         print(f"{label}: PyTorch ...", flush=True)
-        entry["pytorch"] = bench_pytorch(w, batches, rounds, have_hf, fast_paths=not args.quick and label == "B/16")
+        entry["pytorch"] = bench_pytorch(w, batches, rounds, have_hf)
         gc.collect()
         print(f"{label}: TensorFlow ...", flush=True)
         entry["tensorflow"] = bench_tensorflow(w, batches, rounds, have_hf_tf, eager=not args.quick)

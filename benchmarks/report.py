@@ -296,6 +296,27 @@ def low_precision_lines(results: dict) -> list[str]:
     return lines
 
 
+def training_lines(results: dict) -> list[str]:
+    """One optimizer step of ViT-S/16 at batch 8 per framework: img/s, the ratios issue 15 asks for, and MFU (the
+    step's FLOPs, 3x the forward's, over the framework's best fp32 matmul rate in the same run)."""
+    steps = results.get("training step (ViT-S/16, batch 8)")
+    forward = results.get("inference", {}).get("S/16", {}).get("GFLOPs per image")
+    if not steps or forward is None:
+        return []
+    peaks = results["matmul GFLOP/s (2048x2048 fp32)"]
+    peak_of = {"PyTorch": max(peaks[k] for k in PEAK_KEY["pytorch"]), "TensorFlow": peaks["tensorflow (XLA)"],
+               "Flax": peaks["jax"]}
+    pt = steps.get("PyTorch (ours)")
+    lines = ["", "Training step (forward, backward, AdamW), ViT-S/16 at batch 8:", "",
+             "| variant | img/s | vs PyTorch (HF) | vs PyTorch (ours) | MFU |", "|---|---|---|---|---|"]
+    for name, rate in steps.items():
+        peak = next(v for k, v in peak_of.items() if name.startswith(k))
+        hf = steps.get("PyTorch (HF)")
+        lines.append(f"| {name} | {rate:.2f} | {fmt(rate / hf if hf else None)} | {fmt(rate / pt if pt else None)} | "
+                     f"{3 * forward * rate / peak:.2f} |")
+    return lines
+
+
 def summarise(results: dict) -> str:
     m = results["machine"]
     kind = "quick run" if results["quick"] else f"partial run ({', '.join(results['partial'])})" \
@@ -316,6 +337,7 @@ def summarise(results: dict) -> str:
         ]
     lines += export_and_embed_lines(results)
     lines += low_precision_lines(results)
+    lines += training_lines(results)
     lines += new_sections(results)
     peers = results.get("peers", {})
     missing = [f"{k}: {v}" for k, v in peers.items() if v != "available"]
@@ -326,15 +348,6 @@ def summarise(results: dict) -> str:
 
 def details(results: dict) -> str:
     lines = ["<details><summary>Every measurement</summary>", "", *all_rows(results), ""]
-    if "fast paths (batch 8)" in results["inference"].get("B/16", {}).get("pytorch", {}):
-        fp = results["inference"]["B/16"]["pytorch"]["fast paths (batch 8)"]
-        lines += ["PyTorch ViT-B/16 batch 8 optional fast paths: " + ", ".join(
-            f"{k} {v:.1f} img/s" for k, v in fp["images/s"].items()) + "; max |logit diff| vs fp32: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in fp["max |logits diff| vs fp32"].items()) + f" (logits up to {fp['logits scale (max |fp32 logit|)']:.1f}); "
-            "top-1 agreement: " + ", ".join(f"{k} {v:.2f}" for k, v in fp["top-1 agreement vs fp32"].items()) + "."]
-    if "training step (ViT-S/16, batch 8)" in results:
-        lines += ["", "Training step, ViT-S/16 batch 8 (img/s): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in results["training step (ViT-S/16, batch 8)"].items()) + "."]
     if "loading (ViT-B/16)" in results:
         lines += ["", "Loading ViT-B/16 and one batch-8 forward, in a fresh process: " + "; ".join(
             f"{k}: {v['load seconds']:.2f} s, peak RSS {v['peak RSS MiB']:.0f} MiB" if "error" not in v else f"{k}: {v['error']}"

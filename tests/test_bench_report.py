@@ -216,3 +216,15 @@ def test_low_precision_lines_name_the_cpus_instructions_and_each_ratio(report):
     assert "| pytorch int8 dynamic / pytorch fp32 | 1.65 |" in text
     assert "(1576x384 @ 384x1536), GFLOP/s: torch fp32 100, torch bf16 20." in text
     assert "bf16 and int8" not in report.summarise(base_results())
+
+
+def test_training_lines_give_the_ratios_and_mfu_of_each_step(report):
+    results = base_results()
+    results["inference"] = {"S/16": {"GFLOPs per image": 10.0}}
+    results["training step (ViT-S/16, batch 8)"] = {"PyTorch (ours)": 2.0, "PyTorch (HF)": 1.6,
+                                                     "TensorFlow XLA (ours)": 3.0, "Flax jit (ours)": 1.0}
+    text = "\n".join(report.training_lines(results))
+    assert "| PyTorch (ours) | 2.00 | 1.25 | 1.00 | 0.30 |" in text  # 3 x 10 GFLOPs x 2 img/s / 200 GF/s
+    assert "| TensorFlow XLA (ours) | 3.00 | 1.88 | 1.50 | 0.60 |" in text  # peak 150
+    assert "| Flax jit (ours) | 1.00 | 0.62 | 0.50 | 0.25 |" in text  # peak 120
+    assert report.training_lines(base_results()) == []
