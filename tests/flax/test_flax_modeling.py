@@ -114,3 +114,37 @@ def test_save_pretrained_params_keyword_saves_those_params(tmp_path):
     again = FlaxViTForImageClassification.from_pretrained(tmp_path)
     for a, b in zip(jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(again.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_long_sequences_take_the_per_head_loop_with_the_same_numbers(monkeypatch):
+    """At HEAD_LOOP_MIN_TOKENS and beyond, attention runs one (image, head) at a time on the CPU (a speed path);
+    outputs and gradients equal the batched path's to float32 round-off, and attention maps still come out."""
+    from vit.flax import modeling
+
+    config = ViTConfig(**{**SMALL, "image_size": 80, "patch_size": 4, "encoder_stride": 4})
+    tokens = config.num_patches + config.num_prefix_tokens
+    assert tokens >= modeling.HEAD_LOOP_MIN_TOKENS
+    x = np.random.default_rng(0).normal(size=(2, 3, 80, 80)).astype(np.float32)
+    labels = np.array([0, 2])
+    calls = []
+    per_head = modeling.attention_per_head
+    monkeypatch.setattr(modeling, "attention_per_head", lambda *a: calls.append(1) or per_head(*a))
+
+    def run() -> tuple[np.ndarray, list]:
+        model = FlaxViTForImageClassification(config, seed=0)
+        loss_and_grads = jax.value_and_grad(lambda p: model(x, labels=labels, params=p).loss)
+        _, grads = loss_and_grads(model.params)
+        return np.asarray(model(x).logits), jax.tree_util.tree_leaves(grads)
+
+    looped_logits, looped_grads = run()
+    assert calls, "the per-head loop was not taken"
+    monkeypatch.setattr(modeling, "HEAD_LOOP_MIN_TOKENS", 10**9)
+    calls.clear()
+    batched_logits, batched_grads = run()
+    assert not calls
+    np.testing.assert_allclose(looped_logits, batched_logits, atol=1e-6)
+    for a, b in zip(looped_grads, batched_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    monkeypatch.setattr(modeling, "HEAD_LOOP_MIN_TOKENS", 1)
+    maps = FlaxViTForImageClassification(config, seed=0)(x, output_attentions=True).attentions
+    assert maps[0].shape == (2, config.num_attention_heads, tokens, tokens)
