@@ -417,6 +417,8 @@ def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, 
     """
     import tensorflow as tf
 
+    from .tf.modeling import batched_attention
+
     config = model.config
     interpolate = tuple(image_hw) != tuple(config.image_hw)
     specs = [tf.TensorSpec((None, config.num_channels, *image_hw), tf.float32, name="pixel_values")]
@@ -426,13 +428,15 @@ def _tf_function(model, head: str, names: tuple[str, ...], image_hw: tuple[int, 
 
         @tf.function(input_signature=specs, autograph=False)
         def serve(pixel_values, bool_masked_pos):
-            out = model(pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate, training=False)
+            with batched_attention():  # portable ops: LiteRT has no builtin for the per-head loop's TensorLists
+                out = model(pixel_values, bool_masked_pos=bool_masked_pos, interpolate_pos_encoding=interpolate, training=False)
             return {n: getattr(out, n) for n in names}
     else:
 
         @tf.function(input_signature=specs, autograph=False)
         def serve(pixel_values):
-            out = model(pixel_values, interpolate_pos_encoding=interpolate, training=False)
+            with batched_attention():  # portable ops: LiteRT has no builtin for the per-head loop's TensorLists
+                out = model(pixel_values, interpolate_pos_encoding=interpolate, training=False)
             return {n: getattr(out, n) for n in names}
 
     return serve

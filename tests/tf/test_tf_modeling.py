@@ -132,3 +132,57 @@ def test_save_pretrained_saved_model_writes_a_servable_signature(tmp_path):
     outputs = loaded.signatures["serving_default"](pixel_values=tf.constant(e["pixel_values"]))
     np.testing.assert_allclose(outputs["logits"].numpy(), e["logits"], atol=1e-5)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_long_sequences_take_the_per_head_loop_with_the_same_numbers(monkeypatch):
+    """At HEAD_LOOP_MIN_TOKENS and beyond, attention runs one (image, head) at a time (a speed path); outputs and
+    gradients equal the batched path's to float32 round-off, eager and under XLA, and attention maps still come out."""
+    from vit.tf import modeling
+
+    config = ViTConfig(**{**SMALL, "image_size": 80, "patch_size": 4, "encoder_stride": 4})
+    tokens = config.num_patches + config.num_prefix_tokens
+    assert tokens >= modeling.HEAD_LOOP_MIN_TOKENS
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 3, 80, 80)).astype(np.float32))
+    labels = tf.constant([0, 2])
+    calls = []
+    per_head = modeling.attention_per_head
+    monkeypatch.setattr(modeling, "attention_per_head", lambda *a: calls.append(1) or per_head(*a))
+
+    def run() -> tuple[np.ndarray, np.ndarray, list]:
+        keras.utils.set_random_seed(0)
+        model = TFViTForImageClassification(config)
+        with tf.GradientTape() as tape:
+            loss = model(x, labels=labels, training=True).loss
+        grads = tape.gradient(loss, model.trainable_variables)
+        xla = tf.function(lambda v: model(v).logits, jit_compile=True)(x)
+        return model(x).logits.numpy(), xla.numpy(), [g.numpy() for g in grads]
+
+    looped, looped_xla, looped_grads = run()
+    assert calls, "the per-head loop was not taken"
+    monkeypatch.setattr(modeling, "HEAD_LOOP_MIN_TOKENS", 10**9)
+    calls.clear()
+    batched, batched_xla, batched_grads = run()
+    assert not calls
+    np.testing.assert_allclose(looped, batched, atol=1e-6)
+    np.testing.assert_allclose(looped_xla, batched_xla, atol=1e-6)
+    for a, b in zip(looped_grads, batched_grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    monkeypatch.setattr(modeling, "HEAD_LOOP_MIN_TOKENS", 1)
+    keras.utils.set_random_seed(0)
+    maps = TFViTForImageClassification(config)(x, output_attentions=True).attentions
+    assert tuple(maps[0].shape) == (2, config.num_attention_heads, tokens, tokens)
+
+
+def test_litert_export_of_a_long_sequence_has_builtin_ops_only(tmp_path):
+    """The per-head loop (a While over the (image, head) pairs) still converts to LiteRT's builtin ops."""
+    pytest.importorskip("ai_edge_litert")
+    from vit import export
+    from vit.tf.modeling import HEAD_LOOP_MIN_TOKENS
+
+    folder = HF / "classification" / "safetensors"
+    config = ViTConfig.from_pretrained(folder)
+    side = config.patch_size * (int(HEAD_LOOP_MIN_TOKENS**0.5) + 1)
+    report = export.export_tflite(folder, tmp_path / "long.tflite", image_size=side)  # checks parity itself
+    assert report.image_size == (side, side)
+    ops = export.tflite_ops(tmp_path / "long.tflite")
+    assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")}, ops

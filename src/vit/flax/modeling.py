@@ -33,6 +33,7 @@ from ..params import classifier_width, flatten, from_layout, layout_name, nest, 
 from ..pretrained import PretrainedMixin, dtype_name, init_is_skipped
 from ..resize import resize_matrix
 
+
 def gelu_erf(x: jax.Array) -> jax.Array:
     """Exact GELU as PyTorch writes it, x/2 (1 + erf(x/sqrt 2)). jax.nn.gelu(approximate=False) uses erfc, which
     XLA CPU evaluates about 3x slower (measured: the MLP's GELU was ~10% of a training step)."""
