@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -33,8 +34,21 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table's lines: the header, the rule, then one line per row of already formatted cells.
+
+    >>> markdown_table(["model", "img/s"], [["ViT-S/16", "41.2"]])
+    ['| model | img/s |', '|---|---|', '| ViT-S/16 | 41.2 |']
+    """
+
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
+
+
 def target_rows(results: dict) -> list[str]:
-    rows = ["| comparison (batch 8) | model | ours img/s | peer img/s | ratio | target |", "|---|---|---|---|---|---|"]
+    rows = []
     for label, entry in results["inference"].items():
         for framework, ours, peer, target, title in TARGETS:
             cell = entry.get(framework, {}).get("batch 8", {})
@@ -42,18 +56,18 @@ def target_rows(results: dict) -> list[str]:
                 continue
             r = cell[ours] / cell[peer]
             verdict = "" if target is None else (f"≥ {target} ✓" if r >= target else f"≥ {target} ✗ (missed)")
-            rows.append(f"| {title} | ViT-{label} | {cell[ours]:.1f} | {cell[peer]:.1f} | {r:.2f} | {verdict} |")
+            rows.append([title, f"ViT-{label}", f"{cell[ours]:.1f}", f"{cell[peer]:.1f}", f"{r:.2f}", verdict])
     proc = results.get("image processor (to 224)", {}).get("images/s", {})
     if "HF" in proc:
         r = proc["ours"] / proc["HF"]
-        rows.append(f"| Image processor, {results['image processor (to 224)']['images']} photos to 224 | — | "
-                    f"{proc['ours']:.0f} | {proc['HF']:.0f} | {r:.2f} | ≥ 3 {'✓' if r >= 3 else '✗ (missed)'} |")
-    return rows
+        rows.append([f"Image processor, {results['image processor (to 224)']['images']} photos to 224", "—",
+                     f"{proc['ours']:.0f}", f"{proc['HF']:.0f}", f"{r:.2f}", f"≥ 3 {'✓' if r >= 3 else '✗ (missed)'}"])
+    return markdown_table(["comparison (batch 8)", "model", "ours img/s", "peer img/s", "ratio", "target"], rows)
 
 
 def mfu_rows(results: dict) -> list[str]:
     peaks = results["matmul GFLOP/s (2048x2048 fp32)"]
-    rows = ["| model, batch 8 | framework | img/s | achieved GFLOP/s | matmul peak GFLOP/s | MFU |", "|---|---|---|---|---|---|"]
+    rows = []
     for label, entry in results["inference"].items():
         flops = entry["GFLOPs per image"]
         for framework, key in OURS.items():
@@ -62,20 +76,21 @@ def mfu_rows(results: dict) -> list[str]:
                 continue
             peak = max(peaks[k] for k in PEAK_KEY[framework])
             achieved = cell[key] * flops
-            rows.append(f"| ViT-{label} | {framework} ({key}) | {cell[key]:.1f} | {achieved:.0f} | {peak:.0f} | {achieved / peak:.2f} |")
-    return rows
+            rows.append([f"ViT-{label}", f"{framework} ({key})", f"{cell[key]:.1f}", f"{achieved:.0f}", f"{peak:.0f}",
+                         f"{achieved / peak:.2f}"])
+    return markdown_table(["model, batch 8", "framework", "img/s", "achieved GFLOP/s", "matmul peak GFLOP/s", "MFU"], rows)
 
 
 def all_rows(results: dict) -> list[str]:
-    rows = ["| model | framework | batch | " + " | ".join(["variant: img/s"]) + " |", "|---|---|---|---|"]
+    rows = []
     for label, entry in results["inference"].items():
         for framework in ("pytorch", "tensorflow", "flax"):
             for batch_key, cell in entry.get(framework, {}).items():
                 if not batch_key.startswith("batch"):
                     continue
                 parts = ", ".join(f"{k} {v:.1f}" if "diff" not in k else f"{k} {v:.1e}" for k, v in cell.items())
-                rows.append(f"| ViT-{label} | {framework} | {batch_key[6:]} | {parts} |")
-    return rows
+                rows.append([f"ViT-{label}", framework, batch_key[6:], parts])
+    return markdown_table(["model", "framework", "batch", "variant: img/s"], rows)
 
 
 EAGER = "PyTorch eager (ours)"
@@ -93,21 +108,21 @@ def onnxruntime_rows(results: dict) -> list[str]:
             if not batch_key.startswith("batch") or EAGER not in cell:
                 continue
             eager = cell[EAGER]
-            parts = []
+            cells = [f"ViT-{label}", batch_key[6:], f"{eager:.1f}"]
             for variant in ORT_VARIANTS:
                 rate = cell.get(f"onnxruntime {variant}")
                 if rate is None:
-                    continue
-                parts.append(f"{rate:.1f} ({rate / eager:.2f}×) | {cell[f'max |logits diff| {variant} vs PyTorch']:.1e} | "
-                             f"{cell[f'top-1 agreement {variant} vs PyTorch']:.2f}")
-            if len(parts) == len(ORT_VARIANTS):
-                rows.append(f"| ViT-{label} | {batch_key[6:]} | {eager:.1f} | " + " | ".join(parts) + " |")
+                    break
+                cells += [f"{rate:.1f} ({rate / eager:.2f}×)", f"{cell[f'max |logits diff| {variant} vs PyTorch']:.1e}",
+                          f"{cell[f'top-1 agreement {variant} vs PyTorch']:.2f}"]
+            else:
+                rows.append(cells)
     if not rows:
         return []
-    header = ["| model | batch | PyTorch eager img/s | onnxruntime fp32 img/s (× eager) | fp32 max \\|logit diff\\| | "
-              "fp32 top-1 agreement | onnxruntime int8 img/s (× eager) | int8 max \\|logit diff\\| | int8 top-1 agreement |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    return header + rows
+    header = ["model", "batch", "PyTorch eager img/s"]
+    for variant in ORT_VARIANTS:
+        header += [f"onnxruntime {variant} img/s (× eager)", f"{variant} max \\|logit diff\\|", f"{variant} top-1 agreement"]
+    return markdown_table(header, rows)
 
 
 def onnx_export_note(results: dict) -> str | None:
@@ -185,8 +200,7 @@ def today_peer_rows(results: dict) -> list[str]:
         return []
     if "error" in section:
         return [f"Today's peers were not measured: {section['error']}"]
-    rows = ["| model, batch 8, 224² | framework | ours img/s | peer | peer img/s | ours / peer | max abs diff vs ours |",
-            "|---|---|---|---|---|---|---|"]
+    rows = []
     notes: list[str] = []
     for label, entry in section.items():
         if not isinstance(entry, dict):
@@ -199,13 +213,15 @@ def today_peer_rows(results: dict) -> list[str]:
                 if ours not in rates or peer not in rates:
                     continue
                 diff, eps_fixed = _diff(cell, peer), _diff(cell, peer, eps_fixed=True)
-                rows.append(f"| ViT-{label} | {part.replace('keras-hub ', '')} | {rates[ours]:.1f} | {peer} | "
-                            f"{rates[peer]:.1f} | {rates[ours] / rates[peer]:.2f} | {'—' if diff is None else f'{diff:.1e}'} |")
+                rows.append([f"ViT-{label}", part.replace("keras-hub ", ""), f"{rates[ours]:.1f}", peer,
+                             f"{rates[peer]:.1f}", f"{rates[ours] / rates[peer]:.2f}", "—" if diff is None else f"{diff:.1e}"])
                 if eps_fixed is not None:
                     notes.append(f"ViT-{label}, {peer}: keras-hub's HF converter ignores config.json's layer_norm_eps "
                                  f"(its backbone keeps 1e-6; the checkpoint says 1e-12). Rebuilt with the checkpoint's "
                                  f"eps, its max abs diff vs ours is {eps_fixed:.1e}.")
-    return rows + ([""] + notes if notes else [])
+    table = markdown_table(["model, batch 8, 224²", "framework", "ours img/s", "peer", "peer img/s", "ours / peer",
+                            "max abs diff vs ours"], rows)
+    return table + ([""] + notes if notes else [])
 
 
 def dinov2_rows(results: dict) -> list[str]:
@@ -216,10 +232,11 @@ def dinov2_rows(results: dict) -> list[str]:
     if "error" in entry:
         return [f"DINOv2 was not measured: {entry['error']}"]
     rates = entry.get("images/s", {})
-    rows = ["| DINOv2-S/14 at 224, batch 8 | img/s | max abs diff vs ours PyTorch |", "|---|---|---|"]
+    rows = []
     for side, rate in rates.items():
         diff = _diff(entry, side)
-        rows.append(f"| {side} | {rate:.1f} | {'—' if diff is None else f'{diff:.1e}'} |")
+        rows.append([side, f"{rate:.1f}", "—" if diff is None else f"{diff:.1e}"])
+    rows = markdown_table(["DINOv2-S/14 at 224, batch 8", "img/s", "max abs diff vs ours PyTorch"], rows)
     ratios = [f"{ours} / {peer} = {rates[ours] / rates[peer]:.2f}" for ours, peer in DINOV2_PAIRS
               if ours in rates and peer in rates]
     if ratios:
@@ -235,8 +252,7 @@ def sweep_rows(results: dict) -> list[str]:
     if "error" in section:
         return [f"The resolution sweep was not measured: {section['error']}"]
     peaks = results["matmul GFLOP/s (2048x2048 fp32)"]
-    rows = ["| model | size | tokens | batch | framework | ours img/s | ours MFU | HF 4.57 img/s | HF MFU | ours / HF | "
-            "ours peak MiB (forward) | HF peak MiB (forward) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     notes: list[str] = []
     for point in section.get("points", {}).values():
         for framework in PEAK_KEY:
@@ -251,16 +267,18 @@ def sweep_rows(results: dict) -> list[str]:
             peak = max(peaks[k] for k in PEAK_KEY[framework])
             mfu = {side: rate * point["GFLOPs per image"] / peak for side, rate in rates.items()}
             ours, hf = rates.get("ours"), rates.get("HF 4.57")
-            rows.append(f"| {point['model']} | {point['image size']} | {point['tokens']} | {point['batch']} | {framework} | "
-                        f"{fmt(ours, 1)} | {fmt(mfu.get('ours'))} | {fmt(hf, 1)} | {fmt(mfu.get('HF 4.57'))} | "
-                        f"{fmt(ours / hf if ours and hf else None)} | {peak_rss.get('ours', 'n/a')} | {peak_rss.get('HF 4.57', 'n/a')} |")
+            rows.append([point["model"], point["image size"], point["tokens"], point["batch"], framework, fmt(ours, 1),
+                         fmt(mfu.get("ours")), fmt(hf, 1), fmt(mfu.get("HF 4.57")), fmt(ours / hf if ours and hf else None),
+                         peak_rss.get("ours", "n/a"), peak_rss.get("HF 4.57", "n/a")])
     attention = section.get("attention", {})
     notes += ["", "Peak memory includes the interpreter and every library the side imports (importing HF 4.57's "
                   "PyTorch classes also imports TensorFlow and JAX when they are installed); the bracket is what the "
                   "compiled forward added after loading."]
     if attention:
         notes += ["", "Attention at long sequences: " + "; ".join(f"{k}: {v}" for k, v in attention.items()) + "."]
-    return rows + ([""] + notes if notes else [])
+    table = markdown_table(["model", "size", "tokens", "batch", "framework", "ours img/s", "ours MFU", "HF 4.57 img/s",
+                            "HF MFU", "ours / HF", "ours peak MiB (forward)", "HF peak MiB (forward)"], rows)
+    return table + ([""] + notes if notes else [])
 
 
 def new_sections(results: dict) -> list[str]:
@@ -286,8 +304,8 @@ def low_precision_lines(results: dict) -> list[str]:
         have = ", ".join(k for k, v in isa.items() if v) or "none of them"
         lacks = ", ".join(k for k, v in isa.items() if not v) or "nothing"
         lines += [f"ViT-{label}, batch 8. The CPU has {have}; it lacks {lacks} (torch: {entry['torch CPU capability']}).",
-                  "", "| variant / baseline | ratio |", "|---|---|"]
-        lines += [f"| {name} | {r:.2f} |" for name, r in entry["ratios"].items()]
+                  "", *markdown_table(["variant / baseline", "ratio"],
+                                      [[name, f"{r:.2f}"] for name, r in entry["ratios"].items()])]
         matmul = next((v for k, v in entry.items() if k.startswith("matmul GFLOP/s")), {})
         if matmul:
             shape = next(k for k in entry if k.startswith("matmul GFLOP/s"))[len("matmul GFLOP/s "):]
@@ -307,14 +325,14 @@ def training_lines(results: dict) -> list[str]:
     peak_of = {"PyTorch": max(peaks[k] for k in PEAK_KEY["pytorch"]), "TensorFlow": peaks["tensorflow (XLA)"],
                "Flax": peaks["jax"]}
     pt = steps.get("PyTorch (ours)")
-    lines = ["", "Training step (forward, backward, AdamW), ViT-S/16 at batch 8:", "",
-             "| variant | img/s | vs PyTorch (HF) | vs PyTorch (ours) | MFU |", "|---|---|---|---|---|"]
+    hf = steps.get("PyTorch (HF)")
+    rows = []
     for name, rate in steps.items():
         peak = next(v for k, v in peak_of.items() if name.startswith(k))
-        hf = steps.get("PyTorch (HF)")
-        lines.append(f"| {name} | {rate:.2f} | {fmt(rate / hf if hf else None)} | {fmt(rate / pt if pt else None)} | "
-                     f"{3 * forward * rate / peak:.2f} |")
-    return lines
+        rows.append([name, f"{rate:.2f}", fmt(rate / hf if hf else None), fmt(rate / pt if pt else None),
+                     f"{3 * forward * rate / peak:.2f}"])
+    return ["", "Training step (forward, backward, AdamW), ViT-S/16 at batch 8:", "",
+            *markdown_table(["variant", "img/s", "vs PyTorch (HF)", "vs PyTorch (ours)", "MFU"], rows)]
 
 
 def summarise(results: dict) -> str:

@@ -119,6 +119,16 @@ def test_a_partial_run_says_which_sections_it_ran(report):
     assert "| ours PyTorch | 12.0 | — |" in text
 
 
+def test_markdown_table_gives_the_header_the_rule_and_one_line_per_row(report):
+    import doctest
+
+    assert report.markdown_table(["model", "img/s", "target"], [["ViT-S/16", 41.2, ""], ["ViT-B/16", "9.0", "≥ 1"]]) == [
+        "| model | img/s | target |", "|---|---|---|", "| ViT-S/16 | 41.2 |  |", "| ViT-B/16 | 9.0 | ≥ 1 |"]
+    assert report.markdown_table(["DINOv2"], []) == ["| DINOv2 |", "|---|"]
+    result = doctest.testmod(report)  # the docstring's example
+    assert result.attempted > 0 and result.failed == 0
+
+
 # ------------------------------------------------------------------------------------------ worker protocol
 @pytest.fixture(scope="module")
 def saved_tiny_model(tmp_path_factory):

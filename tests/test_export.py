@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import HF, expected
+from exports import RUN, SUFFIX, exported_artifacts, max_diff, non_builtin_ops
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
@@ -29,18 +30,11 @@ TOL = export.FP32_TOLERANCE
 OTHER_HW = (48, 40)  # the size of HF's own interpolated reference in classification/expected.npz
 # HF's masked-image-modelling head folds the patches back into a square grid, so its reference is square.
 OTHER_HW_OF = {"classification": OTHER_HW, "base": OTHER_HW, "mim": (48, 48)}
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "", "stablehlo": ".bin"}
-RUN = {"onnx": export.run_onnx, "tflite": export.run_tflite, "savedmodel": export.run_savedmodel,
-       "stablehlo": export.run_stablehlo}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_dir(head: str) -> str:
     return str(HF / head / "safetensors")
-
-
-def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def hf_inputs(head: str, batch: int) -> dict[str, np.ndarray]:
@@ -51,19 +45,7 @@ def hf_inputs(head: str, batch: int) -> dict[str, np.ndarray]:
     return inputs
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """Each (format, head) exported once per module, on first use."""
-    folder = tmp_path_factory.mktemp("exports")
-    made: dict[tuple[str, str], tuple[str, export.ExportReport]] = {}
-
-    def get(fmt: str, head: str) -> tuple[str, export.ExportReport]:
-        if (fmt, head) not in made:
-            path = str(folder / f"{head}{SUFFIX[fmt]}")
-            made[fmt, head] = path, export.EXPORTERS[fmt](model_dir(head), path)
-        return made[fmt, head]
-
-    return get
+artifacts = exported_artifacts(model_dir, "exports")  # artifacts(fmt, head) -> (path, report)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +157,7 @@ def test_tflite_has_builtin_ops_only(artifacts):
     path, _ = artifacts("tflite", "classification")
     ops = export.tflite_ops(path)
     assert "GELU" in ops
-    assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE", "VAR_HANDLE", "READ_VARIABLE")}
+    assert not non_builtin_ops(ops)
 
 
 def test_tflite_at_another_image_size(tmp_path, hf_at_other_size):

@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 from conftest import FIXTURES
+from exports import RUN, SUFFIX, exported_artifacts, max_diff, non_builtin_ops
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
@@ -40,9 +41,6 @@ pytestmark = pytest.mark.xdist_group("export-family")
 
 
 FIXED_SIZE_PAIRS = [(case, fmt) for fmt in FORMATS[1:] for case in CASES]
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "", "stablehlo": ".bin"}
-RUN = {"onnx": export.run_onnx, "tflite": export.run_tflite, "savedmodel": export.run_savedmodel,
-       "stablehlo": export.run_stablehlo}
 
 
 def model_dir(case: str) -> str:
@@ -57,23 +55,7 @@ def expected(case: str) -> dict[str, np.ndarray]:
     return dict(np.load(FAMILY / case / "expected.npz"))
 
 
-def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """Each (format, case) exported once per module, on first use."""
-    folder = tmp_path_factory.mktemp("family-exports")
-    made: dict[tuple[str, str], tuple[str, export.ExportReport]] = {}
-
-    def get(fmt: str, case: str) -> tuple[str, export.ExportReport]:
-        if (fmt, case) not in made:
-            path = str(folder / f"{case}{SUFFIX[fmt]}")
-            made[fmt, case] = path, export.EXPORTERS[fmt](model_dir(case), path)
-        return made[fmt, case]
-
-    return get
+artifacts = exported_artifacts(model_dir, "family-exports")  # artifacts(fmt, case) -> (path, report)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +160,7 @@ def test_tflite_family_has_builtin_ops_only(artifacts):
     """quick_gelu (CLIP), tanh GELU (SigLIP) and the attention-pooling head convert to LiteRT built-ins."""
     for case in ("clip", "siglip"):
         ops = export.tflite_ops(artifacts("tflite", case)[0])
-        assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE", "VAR_HANDLE",
-                                                                        "READ_VARIABLE")}, case
+        assert not non_builtin_ops(ops), case
     assert "LOGISTIC" in export.tflite_ops(artifacts("tflite", "clip")[0])  # x * sigmoid(1.702 x)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from safetensors.numpy import load_file
 
 ROOT = Path(__file__).parent.parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
+# Tests share script runs and a JAX compilation cache per module; keep the module on one xdist worker so each run
+# is made (and each step compiled) once.
+pytestmark = pytest.mark.xdist_group("training-scripts")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +28,19 @@ def folder(tmp_path_factory):
     return make_tiny_folder(str(tmp_path_factory.mktemp("images")))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+    """One persistent JAX compilation cache for the module's script runs: most Flax runs jit the same step
+    for the same shapes, and compiling it took most of each run (12 s -> 3.5 s a run). XLA returns the same
+    executable, so the numbers are those of an uncached run."""
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cache.items():
+            patch.setenv(name, value)
+        yield
+
+
 def train(framework: str, data: str, out: Path, *extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, str(ROOT / "examples" / f"train_{framework}.py"), "--data", data, "--out", str(out),
@@ -31,6 +48,27 @@ def train(framework: str, data: str, out: Path, *extra: str) -> dict:
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def runs(folder, tmp_path_factory):
+    """Runs that several tests start from or compare with, each trained once per module (a script run is mostly
+    its start-up: 5-18 s): runs(framework, max_steps) -> (output folder, summary) of `train(framework, folder,
+    out, "--max-steps", max_steps)`. A test that resumes one copies it first (`copy_of`)."""
+    made: dict[tuple[str, int], tuple[Path, dict]] = {}
+
+    def get(framework: str, max_steps: int) -> tuple[Path, dict]:
+        if (framework, max_steps) not in made:
+            out = tmp_path_factory.mktemp(f"{framework}-{max_steps}-steps") / "run"
+            made[framework, max_steps] = out, train(framework, folder, out, "--max-steps", str(max_steps))
+        return made[framework, max_steps]
+
+    return get
+
+
+def copy_of(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
 
 
 def mean(values):
@@ -46,11 +84,11 @@ def test_loss_goes_down(framework, folder, tmp_path, task):
     assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "preprocessor_config.json").is_file()
 
 
-def test_resume_after_interruption_gives_the_same_result(framework, folder, tmp_path):
-    train(framework, folder, tmp_path / "straight", "--max-steps", "9")
+def test_resume_after_interruption_gives_the_same_result(framework, folder, runs, tmp_path):
+    straight, _ = runs(framework, 8)
     train(framework, folder, tmp_path / "interrupted", "--max-steps", "6")
-    train(framework, folder, tmp_path / "interrupted", "--max-steps", "9", "--resume")
-    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    train(framework, folder, tmp_path / "interrupted", "--max-steps", "8", "--resume")
+    a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(tmp_path / "interrupted" / "model.safetensors"))
     assert set(a) == set(b)
     for name in a:
@@ -63,11 +101,11 @@ def test_mixed_precision_runs(framework, folder, tmp_path):
 
 
 @pytest.mark.parametrize("framework_name", ["pt", "tf", "flax"])
-def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tmp_path):
+def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, runs, tmp_path):
     """Data parallelism: two workers (torchrun processes, MirroredStrategy replicas, or JAX devices) on half of
     each batch end with the same losses and weights as one worker on whole batches (the last batch is odd)."""
     pytest.importorskip({"pt": "torch", "tf": "tensorflow", "flax": "jax"}[framework_name])
-    single = train(framework_name, folder, tmp_path / "one", "--max-steps", "4")
+    one, single = runs(framework_name, 4)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     script = [str(ROOT / "examples" / f"train_{framework_name}.py"), "--data", folder, "--out", str(tmp_path / "two"),
               "--epochs", "4", "--save-every", "3", "--max-steps", "4"]
@@ -82,7 +120,7 @@ def test_two_workers_on_half_batches_equal_one_worker(framework_name, folder, tm
     if framework_name != "pt":
         assert double["devices"] == 2
     np.testing.assert_allclose(double["losses"], single["losses"], atol=1e-5)
-    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    a = load_file(str(one / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for name in a:
         if name.endswith("attention.key.bias"):
@@ -100,20 +138,21 @@ def run_script(framework: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_resume_when_max_steps_is_not_a_multiple_of_save_every(framework, folder, tmp_path):
+def test_resume_when_max_steps_is_not_a_multiple_of_save_every(framework, folder, runs, tmp_path):
     """An interrupted run whose last checkpoint came from a short chunk (4 steps, saving every 3) resumes at
     step 4, not at the next whole chunk; resuming a finished run keeps its trained weights."""
-    train(framework, folder, tmp_path / "straight", "--max-steps", "8")
-    train(framework, folder, tmp_path / "interrupted", "--max-steps", "4")
-    first = load_file(str(tmp_path / "interrupted" / "model.safetensors"))
-    train(framework, folder, tmp_path / "interrupted", "--max-steps", "8", "--resume")
-    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    b = load_file(str(tmp_path / "interrupted" / "model.safetensors"))
+    straight, _ = runs(framework, 8)
+    four_steps, _ = runs(framework, 4)
+    first = load_file(str(four_steps / "model.safetensors"))
+    interrupted = copy_of(four_steps, tmp_path / "interrupted")
+    train(framework, folder, interrupted, "--max-steps", "8", "--resume")
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(interrupted / "model.safetensors"))
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
-    train(framework, folder, tmp_path / "finished", "--max-steps", "4")
-    train(framework, folder, tmp_path / "finished", "--max-steps", "4", "--resume")
-    again = load_file(str(tmp_path / "finished" / "model.safetensors"))
+    finished = copy_of(four_steps, tmp_path / "finished")
+    train(framework, folder, finished, "--max-steps", "4", "--resume")
+    again = load_file(str(finished / "model.safetensors"))
     for name in first:
         np.testing.assert_allclose(again[name], first[name], atol=1e-6, err_msg=name)
 

@@ -4,6 +4,7 @@ CPUs with and without bf16 instructions (without them, the GEMMs run in float32 
 from __future__ import annotations
 
 import pytest
+from conftest import BF16_VS_FP32_REL
 
 torch = pytest.importorskip("torch")
 
@@ -41,6 +42,32 @@ def test_bf16_copy_matches_the_bf16_model(hidden_act):
     eager_error = float((eager.float() - reference).abs().max())
     fast_error = float((out.float() - reference).abs().max())
     assert 0.25 * eager_error <= fast_error <= 4 * eager_error
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu", "quick_gelu"])
+def test_bf16_copy_at_an_interpolated_size_matches_the_bf16_model_there(hidden_act):
+    """At a size other than the config's (a 6x5 grid, not 4x4), with interpolate_pos_encoding=True, the copy resizes
+    the position embeddings as the bf16 model does, and as float32 does to bf16 accuracy.
+
+    The logits of this random model hardly depend on the positions, so the embedding output (hidden_states[0], where
+    the resize acts) is compared too. Measured: logits 3.5e-3 from the bf16 model (gelu; 0 for quick_gelu) and
+    4.9e-3 from float32; embeddings 0 and 5.8e-3. A copy that resized bilinearly would be 1.6e-2 off, positions
+    tiled from the config's grid 8.5e-2, a bf16-only resize with the grid's axes swapped 7.9e-2 from float32."""
+    fp32, bf16, _ = bf16_model_and_input(hidden_act)
+    fast = bf16.optimize_for_inference()
+    x = torch.randn(4, 3, 48, 40)
+    with torch.no_grad():
+        reference = fp32(x, interpolate_pos_encoding=True, output_hidden_states=True)
+        eager = bf16(x.to(torch.bfloat16), interpolate_pos_encoding=True, output_hidden_states=True)
+        out = fast(x.to(torch.bfloat16), interpolate_pos_encoding=True, output_hidden_states=True)
+    assert out.logits.dtype == torch.bfloat16 and out.logits.shape == reference.logits.shape
+    assert out.hidden_states[0].shape == (4, 1 + 6 * 5, 64)
+    for name, index in (("logits", None), ("embeddings", 0)):
+        ours, bf16_model, fp32_model = (o.logits if index is None else o.hidden_states[index]
+                                        for o in (out, eager, reference))
+        scale = float(fp32_model.abs().max())
+        assert float((ours.float() - bf16_model.float()).abs().max()) / scale <= BF16_FAST_VS_EAGER_REL, name
+        assert float((ours.float() - fp32_model).abs().max()) / scale <= BF16_VS_FP32_REL, name
 
 
 def test_bf16_linear_is_a_bf16_gemm():
