@@ -357,6 +357,42 @@ def bench_training(rounds: int, have_hf: bool) -> dict:
     return timed_rounds(variants, 8, rounds)
 
 
+def pytorch_step_time_by_kind(steps: int = 3) -> dict[str, float]:
+    """Where our PyTorch training step (ViT-S/16, batch 8, AdamW) spends its CPU time, by torch.profiler's self
+    time: the GEMMs (forward and backward), SDPA attention (forward and backward) and everything else. The GEMMs
+    are the same calls HF makes, so their share bounds how much faster than HF a float32 step can be."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from vit import ViTConfig, ViTForImageClassification
+
+    model = ViTForImageClassification(ViTConfig.from_preset("vit-small-patch16-224", num_labels=1000)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(8, 3, 224, 224)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 1000, 8))
+
+    def step():
+        optimizer.zero_grad()
+        model(x, labels=y).loss.backward()
+        optimizer.step()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    kinds = {"GEMM (mm, addmm, bmm)": 0.0, "attention (SDPA forward and backward)": 0.0, "everything else": 0.0}
+    for event in prof.key_averages():
+        if event.key in ("aten::mm", "aten::addmm", "aten::bmm"):
+            kinds["GEMM (mm, addmm, bmm)"] += event.self_cpu_time_total
+        elif "scaled_dot_product" in event.key:
+            kinds["attention (SDPA forward and backward)"] += event.self_cpu_time_total
+        else:
+            kinds["everything else"] += event.self_cpu_time_total
+    total = sum(kinds.values())
+    return {kind: value / total for kind, value in kinds.items()}
+
+
 # ------------------------------------------------------------------------------------------- processor
 def bench_processor(rounds: int, have_hf: bool) -> dict:
     from PIL import Image
@@ -711,9 +747,11 @@ SWEEP_SIDES = {"pytorch": ("ours-pt", "hf-pt", "pt"), "tensorflow": ("ours-tf", 
 ATTENTION = {  # what each side's attention does at long sequences (read from the code, reported beside the numbers)
     "pytorch ours": "F.scaled_dot_product_attention (fused flash-style CPU kernel, no N×N matrix kept)",
     "pytorch HF 4.57": "SDPA (same kernel)",
-    "tensorflow ours": "explicit softmax(QKᵀ) under XLA: the B×H×N×N scores are materialised",
+    "tensorflow ours": "explicit softmax(QKᵀ); from 384 tokens one (image, head) at a time, so one N×N score matrix "
+                       "at a time stays in cache",
     "tensorflow HF 4.57": "explicit softmax(QKᵀ) under XLA: materialised",
-    "flax ours": "explicit softmax(QKᵀ) under jit: materialised (XLA CPU has no memory-efficient attention kernel)",
+    "flax ours": "explicit softmax(QKᵀ) under jit; from 384 tokens one (image, head) at a time (XLA CPU has no fused "
+                 "attention kernel)",
     "flax HF 4.57": "explicit softmax(QKᵀ) under jit: materialised",
 }
 
@@ -903,8 +941,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 at batch 8 only, about a minute")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--no-sweep", action="store_true", help="skip the cost-vs-resolution sweep (about 10 minutes)")
-    parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep",
-                        help=f"run only these of the sections {', '.join(NEW_SECTIONS)} (writes <date>-partial.json)")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep,training",
+                        help=f"run only these of the sections {', '.join(NEW_SECTIONS)}, training (writes <date>-partial.json)")
     parser.add_argument("--peer-models", type=lambda v: v.split(","), default=list(MODELS), metavar="S/16,B/16",
                         help="the models of the today's-peers section")
     parser.add_argument("--sweep-models", type=lambda v: v.split(","), default=list(SWEEP_MODELS), metavar="S,B")
@@ -913,8 +951,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--hf5-python", type=Path, default=HF5_PYTHON,
                         help="the interpreter of the HF transformers 5.x venv (make bench creates it)")
     args = parser.parse_args(argv)
-    if args.only is not None and not set(args.only) <= set(NEW_SECTIONS):
-        parser.error(f"--only takes some of {', '.join(NEW_SECTIONS)}, got {','.join(args.only)}")
+    if args.only is not None and not set(args.only) <= {*NEW_SECTIONS, "training"}:
+        parser.error(f"--only takes some of {', '.join(NEW_SECTIONS)}, training, got {','.join(args.only)}")
     started = time.perf_counter()
     peers = peer_status()
     peers.update(today_peer_status(args.hf5_python))
@@ -961,11 +999,20 @@ def main(argv: list[str] | None = None) -> Path:
         results["image processor (to 224)"] = bench_processor(rounds, have_hf)
         print("vit embed pipeline ...", flush=True)
         results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
-    if not args.quick and args.only is None:
+    if not args.quick and (args.only is None or "training" in args.only):
         print("training step ...", flush=True)
         results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
+        from report import TRAINING_GFLOPS_KEY, TRAINING_SHARES_KEY
+
+        from vit import ViTConfig
+
+        results[TRAINING_SHARES_KEY] = pytorch_step_time_by_kind()
+        results[TRAINING_GFLOPS_KEY] = vit_flops(ViTConfig.from_preset("vit-small-patch16-224", num_labels=1000)) / 1e9
     if not args.quick:
-        sections = args.only or [name for name in NEW_SECTIONS if not (name == "sweep" and args.no_sweep)]
+        if args.only is not None:
+            sections = [name for name in args.only if name in NEW_SECTIONS]
+        else:
+            sections = [name for name in NEW_SECTIONS if not (name == "sweep" and args.no_sweep)]
         run_new_sections(results, sections, peers, args.hf5_python, args.peer_models, args.sweep_models, args.sweep_sizes)
     results["seconds"] = time.perf_counter() - started
     out_dir = Path(args.out)

@@ -238,3 +238,14 @@ def test_training_lines_give_the_ratios_and_mfu_of_each_step(report):
     assert "| TensorFlow XLA (ours) | 3.00 | 1.88 | 1.50 | 0.60 |" in text  # peak 150
     assert "| Flax jit (ours) | 1.00 | 0.62 | 0.50 | 0.25 |" in text  # peak 120
     assert report.training_lines(base_results()) == []
+
+
+def test_a_training_only_run_gives_mfu_and_the_pytorch_time_shares(report):
+    """A partial run (--only training) has no inference section: MFU uses the forward FLOPs the run stored."""
+    results = base_results()
+    results["training step (ViT-S/16, batch 8)"] = {"PyTorch (ours)": 2.0, "PyTorch (HF)": 1.6}
+    results[report.TRAINING_GFLOPS_KEY] = 10.0
+    results[report.TRAINING_SHARES_KEY] = {"GEMM (mm, addmm, bmm)": 0.74, "everything else": 0.26}
+    text = "\n".join(report.training_lines(results))
+    assert "| PyTorch (ours) | 2.00 | 1.25 | 1.00 | 0.30 |" in text
+    assert "CPU time by kind (torch.profiler self time): GEMM (mm, addmm, bmm) 74%, everything else 26%." in text
