@@ -90,6 +90,33 @@ def test_encoder_dense_layers_hold_int8_kernels_and_heads_stay_float(digits, int
     assert type(int8_network.classifier) is Dense
 
 
+def dot_generals(jaxpr) -> list[tuple[str, str, str]]:
+    """(lhs, rhs, result) dtypes of every dot_general in a traced program, nested jit calls included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((*(str(v.aval.dtype) for v in eqn.invars), str(eqn.outvars[0].aval.dtype)))
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", None)
+            if inner is not None:
+                found += dot_generals(inner)
+    return found
+
+
+def test_traced_copy_runs_the_encoder_matmuls_on_int8(tiny_config):
+    """What XLA is given: int8 x int8 -> int32 for the block projections; float32 for attention and the heads."""
+    from vit import FlaxViTForImageClassification
+
+    copy = quantize(FlaxViTForImageClassification(tiny_config), "dynamic")
+    traced = jax.make_jaxpr(lambda x: copy(x).logits)(np.zeros((2, 3, 32, 32), np.float32))
+    products = dot_generals(traced.jaxpr)
+    layers = tiny_config.num_hidden_layers
+    assert products.count(("int8", "int8", "int32")) == 6 * layers
+    # the patch projection, Q·Kᵀ and probs·V of every block, the classifier
+    assert products.count(("float32", "float32", "float32")) == 1 + 2 * layers + 1
+    assert len(products) == 6 * layers + 2 + 2 * layers
+
+
 def test_weights_are_quantised_per_output_channel():
     """Columns of very different sizes each get their own scale: each keeps its relative precision."""
     kernel = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * np.array([1e-3, 1.0, 1e3], np.float32)
