@@ -155,10 +155,15 @@ def test_copy_is_frozen_and_original_unchanged(digits):
         model.params = params
         assert not np.allclose(np.asarray(model(pixels[:16]).logits), original)
         saved["classifier"]["kernel"] = -saved["classifier"]["kernel"]  # and edits to the dict it was made from
+        model.config.pooling = "mean"  # and to its config, which its network reads when traced
         np.testing.assert_array_equal(np.asarray(copy(pixels[:16]).logits), before)
+        # A new batch size traces both again, so that the edited config is read now.
+        assert not np.allclose(np.asarray(model(pixels[:7]).logits), original[:7], atol=0.1)
+        np.testing.assert_allclose(np.asarray(copy(pixels[:7]).logits), before[:7], atol=BATCH_INVARIANCE_ATOL, rtol=0)
     finally:
         saved["classifier"]["kernel"] = -saved["classifier"]["kernel"]
         model.params = saved
+        model.config.pooling = "cls"
     np.testing.assert_array_equal(np.asarray(model(pixels[:16]).logits), original)
 
 

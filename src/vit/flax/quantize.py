@@ -175,10 +175,15 @@ def quantize(model: FlaxViTPreTrainedModel, mode: str = "dynamic") -> FlaxViTPre
     encoder = network.vit.encoder if hasattr(network, "vit") else network.encoder
     if _swap_encoder_dense(encoder) == 0:
         raise ValueError(f"{type(model).__name__} has no Dense layers in its encoder to quantise.")
+    # The copy's own config, also inside its network: later edits to the original's config do not reach the copy.
+    config = copy_module.deepcopy(model.config)
+    for _, node in nnx.iter_graph(network):
+        if getattr(node, "config", None) is model.config:
+            node.config = config
     graphdef, state = nnx.split(network)
     copy = object.__new__(_int8_class(type(model)))
     copy.__dict__.update(model.__dict__)
-    copy.config = copy_module.deepcopy(model.config)
+    copy.config = config
     copy._network_kwargs = dict(model._network_kwargs)
     copy._graphdef = graphdef
     copy._abstract_state = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
