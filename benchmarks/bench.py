@@ -850,6 +850,7 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     import torch
 
     from vit import FlaxViTForImageClassification, TFViTForImageClassification, ViTForImageClassification
+    from vit.flax.quantize import quantize as quantize_flax
     from vit.pt.quantize import quantize
 
     flags = set()
@@ -910,6 +911,8 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     jx = jnp.asarray(x)
     variants["flax fp32"] = lambda: fx32(jx).logits.block_until_ready()
     variants["flax bf16"] = lambda: fx16(jx).logits.block_until_ready()
+    fx8 = quantize_flax(fx32, "dynamic")
+    variants["flax int8 dynamic"] = lambda: fx8(jx).logits.block_until_ready()
     tf32 = TFViTForImageClassification.from_pretrained(w.folder)
     tf16 = TFViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
     tf32_xla = tf.function(lambda v: tf32(v).logits, jit_compile=True)
@@ -926,6 +929,7 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     out["ratios"] = {
         f"{name} / {base}": model_rates[name] / model_rates[base] for name, base in (
             ("pytorch bf16", "pytorch fp32"), ("pytorch int8 dynamic", "pytorch fp32"),
+            ("flax int8 dynamic", "flax fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),

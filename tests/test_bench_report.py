@@ -218,12 +218,14 @@ def test_low_precision_lines_name_the_cpus_instructions_and_each_ratio(report):
         "cpu low-precision instructions": {"avx2": True, "avx512_bf16": False, "avx512_vnni": False},
         "torch CPU capability": "AVX2",
         "matmul GFLOP/s (1576x384 @ 384x1536)": {"torch fp32": 100.0, "torch bf16": 20.0},
-        "images/s (batch 8)": {"pytorch fp32": 10.0, "pytorch int8 dynamic": 16.5},
-        "ratios": {"pytorch int8 dynamic / pytorch fp32": 1.65},
+        "images/s (batch 8)": {"pytorch fp32": 10.0, "pytorch int8 dynamic": 16.5, "flax fp32": 10.0,
+                               "flax int8 dynamic": 11.0},
+        "ratios": {"pytorch int8 dynamic / pytorch fp32": 1.65, "flax int8 dynamic / flax fp32": 1.1},
     }}
     text = report.summarise(results)
     assert "The CPU has avx2; it lacks avx512_bf16, avx512_vnni (torch: AVX2)" in text
-    assert "| pytorch int8 dynamic / pytorch fp32 | 1.65 |" in text
+    # the int8 rows side by side, in bench_low_precision's order
+    assert "| pytorch int8 dynamic / pytorch fp32 | 1.65 |\n| flax int8 dynamic / flax fp32 | 1.10 |" in text
     assert "(1576x384 @ 384x1536), GFLOP/s: torch fp32 100, torch bf16 20." in text
     assert "bf16 and int8" not in report.summarise(base_results())
 

@@ -1,0 +1,193 @@
+"""`quantize()`: an int8 copy of a Flax ViT for CPU inference, the twin of `vit.pt.quantize.quantize`.
+
+`mode="dynamic"` (the one mode): every `Dense` of the encoder blocks (query, key, value, the attention output,
+the MLP or SwiGLU layers) becomes an `Int8Dense` in the copy's network graph:
+
+- its weights are int8, symmetric, with one float32 scale per output channel, quantised once when the copy is
+  made and stored as int8 arrays;
+- at run time each row of its input (one token of one image) is quantised to int8 with its own scale, the
+  product runs as `jax.lax.dot_general` on int8 with int32 accumulation, and the result is rescaled to float32
+  before the float32 bias is added. Per row rather than per tensor: a token's result then does not depend on
+  the other tokens and images in the batch (the copy gives an image the same logits at any batch size), and a
+  token with large activations (the class token often has them) does not coarsen every other token's grid.
+
+Everything else stays float32: LayerNorm, softmax, GELU, the patch projection, and the heads after the encoder
+(pooler, classifier, projection, attention-pooling head, MIM decoder). The heads run on one pooled token per
+image (the MAP head's key/value projection on every token, once), well under 1% of the FLOPs, so int8 would buy
+no speed there, and a float32 head adds no error of its own to the logits. (PyTorch's dynamic route quantises
+every `nn.Linear`, heads included; here the encoder carries all of the cost and all of the int8.)
+
+The copy is an instance of a subclass of the model's class (`isinstance(copy, type(model))`), takes the same
+inputs (numpy or JAX, any batch size, under the caller's `jax.jit`) and returns the same output dataclasses. It
+is frozen: its params are its own, so later edits to the original do not reach it; edit the original and call
+`quantize()` again. It is for inference only (no `train=True`, no `params=`), and it cannot be saved: the
+parameter table has no int8 kernels, so `save_pretrained` raises instead of writing something else.
+
+Whether it is faster than float32 depends on the CPU's int8 instructions (VNNI, AMX) and on XLA CPU's int8
+GEMM; `make bench` measures it (`bench_low_precision`).
+
+Example:
+    >>> import numpy as np
+    >>> from vit import ViTConfig, FlaxViTForImageClassification
+    >>> from vit.flax.quantize import quantize
+    >>> config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+    ...                    num_attention_heads=4, intermediate_size=64, num_labels=3)
+    >>> model = FlaxViTForImageClassification(config)
+    >>> int8 = quantize(model, mode="dynamic")
+    >>> int8(np.zeros((2, 3, 32, 32), np.float32)).logits.shape
+    (2, 3)
+"""
+
+from __future__ import annotations
+
+import copy as copy_module
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .modeling import Dense, FlaxViTPreTrainedModel, _state_to_params
+
+MODES = ("dynamic",)
+INT8_MAX = 127  # symmetric int8: [-127, 127], so that -x is representable for every x
+
+
+class Int8Weight(nnx.Variable):
+    """A quantised weight or its scales: a separate variable type, so that nothing treats it as a trainable Param."""
+
+
+def quantize_per_output_channel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A float (in, out) kernel as int8 (in, out) and one float32 scale per output column: kernel ≈ int8 * scale."""
+    kernel = np.asarray(kernel, np.float32)
+    amax = np.abs(kernel).max(axis=0)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)  # an all-zero column stays zero
+    return np.clip(np.rint(kernel / scale), -INT8_MAX, INT8_MAX).astype(np.int8), scale
+
+
+class Int8Dense(nnx.Module):
+    """The int8 twin of `Dense`: y = (int8(x) @ int8 kernel) * scales + bias, int32 accumulation, float32 result.
+
+    Made from a float32 `Dense` by `from_dense`; the kernel is quantised there, once.
+    """
+
+    def __init__(self, kernel: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> None:
+        self.kernel = Int8Weight(jnp.asarray(kernel, jnp.int8))
+        self.scale = Int8Weight(jnp.asarray(scale, jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(bias, jnp.float32)) if bias is not None else None
+
+    @classmethod
+    def from_dense(cls, dense: Dense) -> Int8Dense:
+        kernel, scale = quantize_per_output_channel(np.asarray(dense.kernel[...]))
+        bias = np.array(dense.bias[...], np.float32) if dense.bias is not None else None
+        return cls(kernel, scale, bias)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+        # One scale per row (token): see the module docstring for why not one per tensor.
+        amax = jnp.abs(flat).max(axis=-1, keepdims=True)
+        row_scale = jnp.where(amax > 0, amax / INT8_MAX, 1.0)
+        rows = jnp.clip(jnp.round(flat / row_scale), -INT8_MAX, INT8_MAX).astype(jnp.int8)
+        acc = jax.lax.dot_general(rows, self.kernel[...], (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32)
+        y = acc.astype(jnp.float32) * row_scale * self.scale[...]
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+class Int8Inference:
+    """Mixed into the int8 copy's class (see `quantize`): inference only, frozen, never saved."""
+
+    def _run(self, pixel_values, inputs: dict, *, params, train, **kwargs: Any):
+        if train:
+            raise ValueError("This int8 copy (vit.flax.quantize.quantize) is for inference only: call it without "
+                             "train=True, or train the float32 model and quantize it again.")
+        if params is not None:
+            raise ValueError("This int8 copy runs on its own frozen int8 params and takes no params=; quantize a "
+                             "float32 model holding those params instead.")
+        return super()._run(pixel_values, inputs, params=None, train=False, **kwargs)
+
+    def canonical_state_dict(self, params: dict | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError(
+            f"{type(self).__name__} is an int8 copy made by vit.flax.quantize.quantize(): the parameter table has no "
+            "int8 kernels, so it cannot be saved or converted. Save the float32 model it was made from, and "
+            "quantize() again after loading it.")
+
+    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} is a frozen int8 copy: load the weights into the float32 model and quantize() "
+            "it again.")
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        raise NotImplementedError(
+            f"{cls.__name__} is made by vit.flax.quantize.quantize(), not loaded: load the float32 class with "
+            "from_pretrained, then quantize() it.")
+
+
+_INT8_CLASSES: dict[type, type] = {}
+
+
+def _int8_class(cls: type) -> type:
+    """One int8 subclass per model class, so that isinstance(copy, type(model)) holds."""
+    if cls not in _INT8_CLASSES:
+        _INT8_CLASSES[cls] = type(f"Int8{cls.__name__}", (Int8Inference, cls),
+                                  {"__module__": __name__, "__doc__": f"An int8 copy of {cls.__name__} (see quantize)."})
+    return _INT8_CLASSES[cls]
+
+
+def _check_model(model: FlaxViTPreTrainedModel) -> None:
+    if not isinstance(model, FlaxViTPreTrainedModel):
+        raise TypeError(f"quantize() takes one of vit's Flax models (FlaxViTModel, FlaxViTForImageClassification, "
+                        f"...), got {type(model).__name__}.")
+    if isinstance(model, Int8Inference):
+        raise ValueError("This model is already an int8 copy; quantize() the float32 model it was made from.")
+    dtypes = {str(model.dtype), str(model.param_dtype)} | {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(model.params)}
+    if dtypes != {"float32"}:
+        raise ValueError(f"quantize() takes a float32 model; this one has {sorted(dtypes)} (dtype={model.dtype}, "
+                         f"param_dtype={model.param_dtype}). Load it with dtype=\"float32\" (the default).")
+
+
+def _swap_encoder_dense(encoder: nnx.Module) -> int:
+    """Replace every `Dense` under `encoder` by its `Int8Dense` twin, in place; returns how many were replaced."""
+    found = [(path, node) for path, node in nnx.iter_graph(encoder) if type(node) is Dense]
+    for path, dense in found:
+        parent = encoder
+        for key in path[:-1]:
+            parent = parent[key] if isinstance(key, int) else getattr(parent, key)
+        if isinstance(path[-1], int):
+            parent[path[-1]] = Int8Dense.from_dense(dense)
+        else:
+            setattr(parent, path[-1], Int8Dense.from_dense(dense))
+    return len(found)
+
+
+def quantize(model: FlaxViTPreTrainedModel, mode: str = "dynamic") -> FlaxViTPreTrainedModel:
+    """An int8 copy of `model` for CPU inference (see the module docstring); `model` is unchanged."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: quantize() for Flax offers {MODES} (static, calibrated activation scales "
+                         "are PyTorch's: vit.pt.quantize).")
+    _check_model(model)
+    # A fresh network from copies of the params: nothing in it is shared with the original's params tree.
+    params = jax.tree_util.tree_map(lambda leaf: jnp.array(leaf, copy=True), model.params)
+    network = model._network(params)
+    encoder = network.vit.encoder if hasattr(network, "vit") else network.encoder
+    if _swap_encoder_dense(encoder) == 0:
+        raise ValueError(f"{type(model).__name__} has no Dense layers in its encoder to quantise.")
+    # The copy's own config, also inside its network: later edits to the original's config do not reach the copy.
+    config = copy_module.deepcopy(model.config)
+    for _, node in nnx.iter_graph(network):
+        if getattr(node, "config", None) is model.config:
+            node.config = config
+    graphdef, state = nnx.split(network)
+    copy = object.__new__(_int8_class(type(model)))
+    copy.__dict__.update(model.__dict__)
+    copy.config = config
+    copy._network_kwargs = dict(model._network_kwargs)
+    copy._graphdef = graphdef
+    copy._abstract_state = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), state)
+    copy.params = _state_to_params(nnx.to_pure_dict(state))
+    copy.gradient_checkpointing = False
+    copy._jitted = copy._compile()
+    return copy
