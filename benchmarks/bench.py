@@ -48,12 +48,20 @@ MODELS = {"S/16": "vit-small-patch16-224", "B/16": "vit-base-patch16-224"}
 
 # ---------------------------------------------------------------------------------------------- helpers
 def timed_rounds(variants: dict[str, Callable[[], None]], images: int, rounds: int, min_seconds: float = 0.0) -> dict:
-    """Alternate the variants round by round; the median images/s of each."""
+    """Alternate the variants round by round; the median images/s of each.
+
+    Each round starts one variant later, so no variant always runs right after the same other one: XLA's and
+    TensorFlow's thread pools keep spinning for a while after a call, which slowed whichever PyTorch variant
+    came next (measured: our PyTorch training step 0.85x HF's in a fixed order, 1.00x alone).
+    """
     for run in variants.values():  # warm up (compilation, caches)
         run()
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
+    names = list(variants)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = variants[name]
             calls, start = 0, time.perf_counter()
             while True:
                 run()
@@ -789,6 +797,7 @@ def bench_sweep(rounds: int, have_hf: bool, have_hf_tf: bool, models: list[str],
 
 
 NEW_SECTIONS = ("peers", "dinov2", "sweep")
+OTHER_PARTS = ("training", "low-precision")  # more parts --only can run
 NEW_SECTION_ROUNDS = 3  # each side's round is one call or PEER_ROUND_SECONDS; 3 keeps the sweep near 8 minutes
 PEERS_KEY, DINOV2_KEY, SWEEP_KEY = ("today's peers (224, batch 8)", "DINOv2-S/14 at 224 (batch 8)",
                                     "cost as inputs grow")
@@ -940,13 +949,36 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     return out
 
 
+def bench_inference(w: Weights, label: str, batches: list[int], rounds: int, quick: bool, have_hf: bool,
+                    have_hf_tf: bool, results: dict) -> dict:
+    """One model's inference entry: each framework against HF, onnxruntime, and (ViT-B) loading."""
+    entry = {"GFLOPs per image": vit_flops(w.config) / 1e9}
+    print(f"{label}: PyTorch ...", flush=True)
+    entry["pytorch"] = bench_pytorch(w, batches, rounds, have_hf)
+    gc.collect()
+    print(f"{label}: TensorFlow ...", flush=True)
+    entry["tensorflow"] = bench_tensorflow(w, batches, rounds, have_hf_tf, eager=not quick)
+    gc.collect()
+    print(f"{label}: Flax ...", flush=True)
+    entry["flax"] = bench_flax(w, batches, rounds, have_hf)
+    gc.collect()
+    if not quick and importlib.util.find_spec("onnxruntime") is not None:  # the export extra
+        print(f"{label}: onnxruntime (vit export onnx) ...", flush=True)
+        entry["onnxruntime"] = bench_onnxruntime(w, [b for b in batches if b in (1, 8)], rounds)
+        gc.collect()
+    if label == "B/16" and not quick:
+        print("B/16: load time and memory ...", flush=True)
+        results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
+    return entry
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 at batch 8 only, about a minute")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--no-sweep", action="store_true", help="skip the cost-vs-resolution sweep (about 10 minutes)")
-    parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep,training",
-                        help=f"run only these of the sections {', '.join(NEW_SECTIONS)}, training (writes <date>-partial.json)")
+    parser.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="peers,dinov2,sweep,training,low-precision",
+                        help=f"run only these parts: {', '.join((*NEW_SECTIONS, *OTHER_PARTS))} (writes <date>-partial-<parts>.json)")
     parser.add_argument("--peer-models", type=lambda v: v.split(","), default=list(MODELS), metavar="S/16,B/16",
                         help="the models of the today's-peers section")
     parser.add_argument("--sweep-models", type=lambda v: v.split(","), default=list(SWEEP_MODELS), metavar="S,B")
@@ -955,8 +987,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--hf5-python", type=Path, default=HF5_PYTHON,
                         help="the interpreter of the HF transformers 5.x venv (make bench creates it)")
     args = parser.parse_args(argv)
-    if args.only is not None and not set(args.only) <= {*NEW_SECTIONS, "training"}:
-        parser.error(f"--only takes some of {', '.join(NEW_SECTIONS)}, training, got {','.join(args.only)}")
+    if args.only is not None and not set(args.only) <= {*NEW_SECTIONS, *OTHER_PARTS}:
+        parser.error(f"--only takes some of {', '.join((*NEW_SECTIONS, *OTHER_PARTS))}, got {','.join(args.only)}")
     started = time.perf_counter()
     peers = peer_status()
     peers.update(today_peer_status(args.hf5_python))
@@ -973,27 +1005,12 @@ def main(argv: list[str] | None = None) -> Path:
     results["inference"] = {}
     if args.only is not None:
         results["partial"] = args.only
-        models = {}
+        models = MODELS if "low-precision" in args.only else {}
     for label, preset in models.items():
         w = Weights(preset)
-        entry = {"GFLOPs per image": vit_flops(w.config) / 1e9}
-        print(f"{label}: PyTorch ...", flush=True)
-        entry["pytorch"] = bench_pytorch(w, batches, rounds, have_hf)
-        gc.collect()
-        print(f"{label}: TensorFlow ...", flush=True)
-        entry["tensorflow"] = bench_tensorflow(w, batches, rounds, have_hf_tf, eager=not args.quick)
-        gc.collect()
-        print(f"{label}: Flax ...", flush=True)
-        entry["flax"] = bench_flax(w, batches, rounds, have_hf)
-        gc.collect()
-        if not args.quick and importlib.util.find_spec("onnxruntime") is not None:  # the export extra
-            print(f"{label}: onnxruntime (vit export onnx) ...", flush=True)
-            entry["onnxruntime"] = bench_onnxruntime(w, [b for b in batches if b in (1, 8)], rounds)
-            gc.collect()
-        if label == "B/16" and not args.quick:
-            print("B/16: load time and memory ...", flush=True)
-            results["loading (ViT-B/16)"] = bench_loading(w, have_hf, have_hf_tf)
-        results["inference"][label] = entry
+        if args.only is None:
+            results["inference"][label] = bench_inference(w, label, batches, rounds, args.quick, have_hf, have_hf_tf,
+                                                          results)
         if not args.quick:
             print(f"{label}: bf16 and int8 ...", flush=True)
             results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds, static_int8=label == "S/16")
@@ -1021,7 +1038,7 @@ def main(argv: list[str] | None = None) -> Path:
     results["seconds"] = time.perf_counter() - started
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else "-partial" if args.only is not None else ""
+    suffix = "-quick" if args.quick else f"-partial-{'-'.join(args.only)}" if args.only is not None else ""
     path = out_dir / f"{results['date']}{suffix}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} in {results['seconds']:.0f} s")
