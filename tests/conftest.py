@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -35,6 +36,34 @@ def tiny_config():
         image_size=32, patch_size=8, encoder_stride=8, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=4, intermediate_size=64, num_labels=10,
     )
+
+
+class DemoDigits(NamedTuple):
+    """The digits demo as NumPy: examples/digits.py's split, made pixel_values by the shipped model's processor."""
+
+    model_dir: str  # the model `vit demo` ships
+    train_pixels: np.ndarray  # the 1437 training scans
+    pixels: np.ndarray  # the 360 held-out scans
+    labels: np.ndarray  # the held-out scans' digits
+
+
+@pytest.fixture(scope="session")
+def demo_digits() -> DemoDigits:
+    """Made once for every framework's tests; read-only, so that no test can change another's input."""
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from digits import digits_split
+
+    from vit import ViTImageProcessor
+    from vit.cli import demo_model_dir
+
+    train_images, _, images, labels = digits_split()
+    processor = ViTImageProcessor.from_pretrained(demo_model_dir())
+    arrays = [processor(list(train_images), return_tensors="np").pixel_values,
+              processor(list(images), return_tensors="np").pixel_values, labels]
+    for array in arrays:
+        array.setflags(write=False)
+    return DemoDigits(demo_model_dir(), *arrays)
 
 
 def expected(name: str) -> dict[str, np.ndarray]:

@@ -5,8 +5,6 @@ clear error."""
 from __future__ import annotations
 
 import doctest
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +18,6 @@ from flax import nnx  # noqa: E402
 from vit.flax import quantize as quantize_module  # noqa: E402
 from vit.flax.modeling import Dense  # noqa: E402
 from vit.flax.quantize import Int8Dense, quantize, quantize_per_output_channel  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Measured on the 360 held-out digits (fp32 accuracy 96.1%): int8 96.4%, agreement 99.7%, max |logit diff| 1.9% of
 # max |fp32 logit| (per-row activation scales; per-tensor scales measured 96.1%, 100%, 2.0-2.2% by batch size).
@@ -40,20 +36,11 @@ def modules_of(model, kind: type) -> list:
 
 
 @pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT / "examples"))
-    from digits import digits_split
+def digits(demo_digits):
+    from vit import FlaxViTForImageClassification
 
-    from vit import FlaxViTForImageClassification, ViTImageProcessor
-    from vit.cli import demo_model_dir
-
-    _, _, images, labels = digits_split()
-    processor = ViTImageProcessor.from_pretrained(demo_model_dir())
-    pixels = processor(list(images), return_tensors="np").pixel_values
-    model = FlaxViTForImageClassification.from_pretrained(demo_model_dir())
-    fp32 = np.asarray(model(pixels).logits)
-    return model, pixels, labels, fp32
+    model = FlaxViTForImageClassification.from_pretrained(demo_digits.model_dir)
+    return model, demo_digits.pixels, demo_digits.labels, np.asarray(model(demo_digits.pixels).logits)
 
 
 @pytest.fixture(scope="module")

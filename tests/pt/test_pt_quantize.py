@@ -4,8 +4,6 @@ held-out scans, leave the original alone, and reject what they cannot quantise w
 from __future__ import annotations
 
 import doctest
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,6 @@ torch = pytest.importorskip("torch")
 
 from vit.pt import quantize as quantize_module  # noqa: E402
 from vit.pt.quantize import quantize  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Measured on the 360 held-out digits (fp32 accuracy 96.1%): dynamic int8 96.7%, agreement 99.4%, max |logit diff|
 # 9.3% of max |fp32 logit|; static int8 (pt2e, calibrated on 256 training scans) 96.4%, agreement 99.7%, 2.0%.
@@ -25,22 +21,16 @@ CALIBRATION_IMAGES = 256
 
 
 @pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT / "examples"))
-    from digits import digits_split
+def digits(demo_digits):
+    from vit import ViTForImageClassification
 
-    from vit import ViTForImageClassification, ViTImageProcessor
-    from vit.cli import demo_model_dir
-
-    train_images, _, images, labels = digits_split()
-    processor = ViTImageProcessor.from_pretrained(demo_model_dir())
-    calibration = processor(list(train_images[:CALIBRATION_IMAGES]), return_tensors="pt").pixel_values
-    pixels = processor(list(images), return_tensors="pt").pixel_values
-    model = ViTForImageClassification.from_pretrained(demo_model_dir()).eval()
+    # torch.tensor copies: torch.from_numpy warns on the shared arrays, which are read-only.
+    calibration = torch.tensor(demo_digits.train_pixels[:CALIBRATION_IMAGES])
+    pixels = torch.tensor(demo_digits.pixels)
+    model = ViTForImageClassification.from_pretrained(demo_digits.model_dir).eval()
     with torch.no_grad():
         fp32 = model(pixels).logits
-    return model, calibration, pixels, labels, fp32
+    return model, calibration, pixels, demo_digits.labels, fp32
 
 
 @pytest.fixture(scope="module")
