@@ -168,6 +168,14 @@ def min_classes(args) -> int:
     return 2 if args.task == "classify" else 1
 
 
+def parse_and_open(parser) -> tuple:
+    """(args, processor, data): the command line, the run's processor (`prepare`) and its image folder, whose
+    checks end the script with a message (a missing --data, a one-class folder for a classifier)."""
+    args = parser.parse_args()
+    processor = prepare(args)
+    return args, processor, ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
+
+
 def small_config(num_labels: int, image_size, class_names: list[str]):
     """The ViT the examples train when no --model is given; `image_size` is an int or (height, width)."""
     from vit import ViTConfig

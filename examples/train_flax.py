@@ -26,8 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from data import (  # noqa: E402
     ImageFolder,
     accuracy,
-    min_classes,
-    prepare,
+    parse_and_open,
     pretrained_arguments,
     random_masks,
     small_config,
@@ -49,9 +48,7 @@ def build(args, classes: list[str]):
 def main() -> None:
     parser = training_arguments(__doc__)
     parser.add_argument("--data-parallel", action="store_true", help="shard each batch over all JAX devices")
-    args = parser.parse_args()
-    processor = prepare(args)
-    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
+    args, processor, data = parse_and_open(parser)
     model = build(args, data.classes)
     optimizer = optax.inject_hyperparams(optax.adamw)(learning_rate=args.lr, weight_decay=0.05)
     params, opt_state = model.params, optimizer.init(model.params)

@@ -23,8 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from data import (  # noqa: E402
     ImageFolder,
     accuracy,
-    min_classes,
-    prepare,
+    parse_and_open,
     pretrained_arguments,
     random_masks,
     small_config,
@@ -43,15 +42,13 @@ def build(args, classes: list[str]):
 
 
 def main() -> None:
-    args = training_arguments(__doc__).parse_args()
+    args, processor, data = parse_and_open(training_arguments(__doc__))
     torch.manual_seed(args.seed)
     # Under torchrun every process takes its share of each global batch; DDP averages the gradients.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    processor = prepare(args)
-    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     model = build(args, data.classes)
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)

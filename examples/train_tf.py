@@ -18,23 +18,34 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(__file__))
 from data import (  # noqa: E402
     ImageFolder,
     accuracy,
-    min_classes,
-    prepare,
+    parse_and_open,
     pretrained_arguments,
     random_masks,
     small_config,
     training_arguments,
 )
+
+
+def arguments():
+    parser = training_arguments(__doc__)
+    parser.add_argument("--data-parallel", action="store_true", help="MirroredStrategy over the visible devices")
+    parser.add_argument("--cpu-replicas", type=int, default=2, help="with --data-parallel and no GPU: CPU replicas")
+    return parser
+
+
+if __name__ == "__main__":
+    # Before TensorFlow's import (about 10 s), so that a wrong command line or data folder fails at once.
+    RUN = parse_and_open(arguments())
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from vit import TFViTForImageClassification, TFViTForMaskedImageModeling  # noqa: E402
 
@@ -147,11 +158,7 @@ def build(args, classes: list[str]):
     return cls(small_config(len(classes), args.image_size, classes))
 
 
-def main() -> None:
-    parser = training_arguments(__doc__)
-    parser.add_argument("--data-parallel", action="store_true", help="MirroredStrategy over the visible devices")
-    parser.add_argument("--cpu-replicas", type=int, default=2, help="with --data-parallel and no GPU: CPU replicas")
-    args = parser.parse_args()
+def main(args, processor, data: ImageFolder) -> None:
     devices = None
     if args.data_parallel and not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -159,8 +166,6 @@ def main() -> None:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if args.mixed_precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    processor = prepare(args)
-    data = ImageFolder(args.data, processor, seed=args.seed, min_classes=min_classes(args))
     per_epoch = data.steps_per_epoch(args.batch_size)
     total = args.epochs * per_epoch
     stop = min(total, args.max_steps or total)
@@ -191,4 +196,4 @@ def evaluate(model, data: ImageFolder, batch_size: int) -> float:
     return accuracy(lambda pixels: model(pixels).logits, data, batch_size)
 
 if __name__ == "__main__":
-    main()
+    main(*RUN)

@@ -175,6 +175,26 @@ def test_stablehlo_at_another_image_size(tmp_path, hf_at_other_size):
     assert max_diff(export.run_stablehlo(path, **inputs)["reconstruction"], reference["reconstruction"]) <= TOL
 
 
+def test_stablehlo_of_a_long_sequence_has_no_per_head_loop(tmp_path):
+    """From HEAD_LOOP_MIN_TOKENS tokens the Flax model on a CPU loops over (image, head) pairs, a CPU speed-up; the
+    export traces one batched matmul instead (portable to any device), and its check still matches the model."""
+    jax = pytest.importorskip("jax")
+    from vit import FlaxViTForImageClassification, ViTConfig
+    from vit.flax.modeling import HEAD_LOOP_MIN_TOKENS
+
+    folder = model_dir("classification")
+    patch = ViTConfig.from_pretrained(folder).patch_size
+    side = patch * (int(HEAD_LOOP_MIN_TOKENS**0.5) + 1)
+    model = FlaxViTForImageClassification.from_pretrained(folder)
+    x = np.zeros((1, 3, side, side), np.float32)
+    native = jax.jit(lambda x: model(x, interpolate_pos_encoding=True).logits).lower(x).as_text()
+    assert "stablehlo.while" in native  # the model itself takes the loop at this size
+    report = export.export_stablehlo(folder, tmp_path / "long.bin", image_size=side)  # checks parity itself
+    assert report.image_size == (side, side) and report.checks[0].max_abs_diff <= TOL
+    module = jax.export.deserialize(bytearray((tmp_path / "long.bin").read_bytes())).mlir_module()
+    assert "stablehlo.dot_general" in module and "stablehlo.while" not in module
+
+
 def test_savedmodel_serving_default_has_a_dynamic_batch(artifacts):
     tf = pytest.importorskip("tensorflow")
     path, _ = artifacts("savedmodel", "base")

@@ -568,6 +568,8 @@ def export_stablehlo(model_dir: str | os.PathLike, out_path: str | os.PathLike, 
     import jax
     import jax.numpy as jnp
 
+    from .flax.modeling import batched_attention
+
     model, head = _load("flax", model_dir)
     config = model.config
     image_hw = _image_hw(config, image_size)
@@ -584,7 +586,8 @@ def export_stablehlo(model_dir: str | os.PathLike, out_path: str | os.PathLike, 
     if head == "mim":
         patches = (image_hw[0] // config.patch_hw[0]) * (image_hw[1] // config.patch_hw[1])
         specs.append(jax.ShapeDtypeStruct((batch, patches), jnp.bool_))
-    exported = jax.export.export(jax.jit(serve))(*specs)
+    with batched_attention():  # the portable form: the per-head loop is a CPU speed-up, not for every device
+        exported = jax.export.export(jax.jit(serve))(*specs)
     out_path = os.fspath(out_path)
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as f:

@@ -148,3 +148,20 @@ def test_long_sequences_take_the_per_head_loop_with_the_same_numbers(monkeypatch
     monkeypatch.setattr(modeling, "HEAD_LOOP_MIN_TOKENS", 1)
     maps = FlaxViTForImageClassification(config, seed=0)(x, output_attentions=True).attentions
     assert maps[0].shape == (2, config.num_attention_heads, tokens, tokens)
+
+
+def test_batched_attention_keys_the_compiled_call_cache():
+    """The attention's form is chosen while tracing, so a call traced inside batched_attention() must not be reused
+    outside it (where long sequences take the per-head loop on the CPU), nor the other way round."""
+    from vit.flax.modeling import batched_attention
+
+    model = FlaxViTForImageClassification(ViTConfig(**{**SMALL, "image_size": 80, "patch_size": 4, "encoder_stride": 4}))
+    x = np.zeros((1, 3, 80, 80), np.float32)
+
+    def loops() -> bool:  # a fresh outer jit each time; the model's own jitted call is the one that caches
+        return "stablehlo.while" in jax.jit(lambda x: model(x).logits).lower(x).as_text()
+
+    assert loops()
+    with batched_attention():
+        assert not loops()
+    assert loops()
