@@ -8,7 +8,6 @@ numbers the README states are the tolerances here; what was measured is in each 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,25 +45,14 @@ def _logits(variant: str, folder: Path, pixels: np.ndarray, dtype: str) -> np.nd
     if _framework_of(variant) == "pt":
         import torch
 
+        # torch.tensor copies: torch.from_numpy warns on demo_digits' arrays, which are read-only.
         with torch.inference_mode():
-            logits = model(torch.from_numpy(pixels)).logits
+            logits = model(torch.tensor(pixels)).logits
         assert logits.dtype == getattr(torch, dtype)
         return logits.float().numpy()
     logits = model(pixels).logits
     assert np.dtype(logits.dtype.name if hasattr(logits.dtype, "is_floating") else logits.dtype).name == dtype
     return np.asarray(logits, dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """(pixel_values, labels) of the demo's 360 held-out digits."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    from digits import digits_split
-
-    from vit import ViTImageProcessor
-
-    _, _, images, labels = digits_split()
-    return ViTImageProcessor.from_pretrained(str(DEMO_MODEL))(list(images), return_tensors="np").pixel_values, labels
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +68,9 @@ CASES = {"digits": DEMO_MODEL, "photos": HF / "classification" / "safetensors"}
 
 
 @pytest.fixture(scope="module")
-def logits_by_case(digits, photos):
-    """{(case, variant, dtype): logits}, computed once for the module."""
-    pixels = {"digits": digits[0], "photos": photos}
+def logits_by_case(demo_digits, photos):
+    """{(case, variant, dtype): logits}, computed once for the module; "digits" is the demo's 360 held-out scans."""
+    pixels = {"digits": demo_digits.pixels, "photos": photos}
     cache: dict = {}
 
     def get(case: str, variant: str, dtype: str) -> np.ndarray:
@@ -125,10 +113,10 @@ def test_reduced_precision_agrees_with_float32(logits_by_case, case, variant, dt
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_bfloat16_keeps_the_demo_accuracy(logits_by_case, digits, variant):
+def test_bfloat16_keeps_the_demo_accuracy(logits_by_case, demo_digits, variant):
     """The README's demo accuracy (96.1%, 346 of 360) holds in bfloat16 in every framework."""
-    labels = digits[1]
-    assert int((logits_by_case("digits", variant, "bfloat16").argmax(-1) == labels).sum()) == 346
+    correct = logits_by_case("digits", variant, "bfloat16").argmax(-1) == demo_digits.labels
+    assert int(correct.sum()) == 346
 
 
 # ------------------------------------------------------------------------------------------------ dtype=
