@@ -293,8 +293,14 @@ def bench_flax(w: Weights, batches: list[int], rounds: int, have_hf: bool) -> di
 
 
 # -------------------------------------------------------------------------------------------- training
-def bench_training(rounds: int, have_hf: bool) -> dict:
-    """One optimizer step of ViT-S/16 at batch 8, in each framework (images/s)."""
+def bench_training(rounds: int, have_hf: bool) -> tuple[dict, dict]:
+    """One optimizer step of ViT-S/16 at batch 8, in each framework (images/s), and where our steps' time goes.
+
+    Returns (steps, phases): steps maps each variant to images/s of a whole step (forward, backward, AdamW);
+    phases maps each of our frameworks to the milliseconds of its forward pass with the loss, of forward and
+    backward (the gradients, no optimizer), of the optimizer alone (AdamW applying fixed gradients) and of the whole
+    step, alternated in their own rounds.
+    """
     import jax
     import keras
     import optax
@@ -313,6 +319,7 @@ def bench_training(rounds: int, have_hf: bool) -> dict:
     x = rng.normal(size=(8, 3, 224, 224)).astype(np.float32)
     y = rng.integers(0, 1000, 8)
     variants: dict[str, Callable[[], None]] = {}
+    phases: dict[str, dict[str, Callable[[], None]]] = {}
 
     pt = ViTForImageClassification(config).train()
     pt_opt = torch.optim.AdamW(pt.parameters(), 1e-4)
@@ -323,7 +330,20 @@ def bench_training(rounds: int, have_hf: bool) -> dict:
         model(xt, labels=yt).loss.backward()
         opt.step()
 
+    def pt_forward():
+        with torch.no_grad():
+            pt(xt, labels=yt).loss.item()
+
+    def pt_gradients():
+        pt.zero_grad()
+        pt(xt, labels=yt).loss.backward()
+
+    def pt_optimizer():
+        pt_opt.step()  # the gradients the last backward pass left
+
     variants["PyTorch (ours)"] = pt_step
+    phases["PyTorch (ours)"] = {"forward": pt_forward, "forward+backward": pt_gradients, "optimizer": pt_optimizer,
+                                "step": pt_step}
     if have_hf:
         import transformers
 
@@ -342,27 +362,133 @@ def bench_training(rounds: int, have_hf: bool) -> dict:
         tf_opt.apply(tape.gradient(loss, tfm.trainable_variables), tfm.trainable_variables)
         return loss
 
+    @tf.function(jit_compile=True)
+    def tf_forward(x, y):
+        return tfm(x, labels=y, training=True).loss
+
+    @tf.function(jit_compile=True)
+    def tf_gradients(x, y):
+        with tf.GradientTape() as tape:
+            loss = tfm(x, labels=y, training=True).loss
+        return tape.gradient(loss, tfm.trainable_variables)
+
+    tf_fixed_grads = [tf.fill(v.shape, 1e-3) for v in tfm.trainable_variables]
+    tf_opt_alone = keras.optimizers.AdamW(1e-4)
+
+    @tf.function(jit_compile=True)
+    def tf_optimizer():
+        tf_opt_alone.apply(tf_fixed_grads, tfm.trainable_variables)
+
     xtf, ytf = tf.constant(x), tf.constant(y)
     variants["TensorFlow XLA (ours)"] = lambda: tf_step(xtf, ytf).numpy()
+    phases["TensorFlow XLA (ours)"] = {"forward": lambda: tf_forward(xtf, ytf).numpy(),
+                                       "forward+backward": lambda: [g.numpy() for g in tf_gradients(xtf, ytf)],
+                                       "optimizer": lambda: (tf_optimizer(), tfm.trainable_variables[0].numpy()),
+                                       "step": variants["TensorFlow XLA (ours)"]}
 
     fm = FlaxViTForImageClassification(config)
     fopt = optax.adamw(1e-4)
-    state = {"params": fm.params, "opt": fopt.init(fm.params)}
 
-    @jax.jit
-    def flax_step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(lambda p: fm(x, labels=y, params=p).loss)(params)
+    def flax_loss(params, x, y):
+        return fm(x, labels=y, params=params).loss
+
+    # Our Flax step donates params and optimizer state, so XLA writes the new ones into their buffers, as
+    # examples/train_flax.py does; the variant without donation shows what that is worth. Each trains its own copy.
+    def flax_update(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(flax_loss)(params, x, y)
         updates, opt_state = fopt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     xj, yj = jax.numpy.asarray(x), jax.numpy.asarray(y)
+    flax_forward, flax_gradients = jax.jit(flax_loss), jax.jit(jax.grad(flax_loss))
 
-    def run_flax():
-        state["params"], state["opt"], loss = flax_step(state["params"], state["opt"], xj, yj)
-        loss.block_until_ready()
+    def flax_runner(step: Callable) -> Callable[[], None]:
+        params = jax.tree.map(jax.numpy.copy, fm.params)
+        state = {"params": params, "opt": fopt.init(params)}
 
+        def run():
+            state["params"], state["opt"], loss = step(state["params"], state["opt"], xj, yj)
+            loss.block_until_ready()
+
+        return run
+
+    run_flax = flax_runner(jax.jit(flax_update, donate_argnums=(0, 1)))
     variants["Flax jit (ours)"] = run_flax
-    return timed_rounds(variants, 8, rounds)
+    variants["Flax jit (ours), no buffer donation"] = flax_runner(jax.jit(flax_update))
+
+    def flax_apply(params, opt_state, grads):
+        updates, opt_state = fopt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    flax_apply_jit = jax.jit(flax_apply, donate_argnums=(0, 1))
+    flax_fixed_grads = jax.tree.map(lambda p: jax.numpy.full_like(p, 1e-3), fm.params)
+    alone = {"params": jax.tree.map(jax.numpy.copy, fm.params)}
+    alone["opt"] = fopt.init(alone["params"])
+
+    def flax_optimizer():
+        alone["params"], alone["opt"] = flax_apply_jit(alone["params"], alone["opt"], flax_fixed_grads)
+        jax.block_until_ready(alone["params"])
+
+    phases["Flax jit (ours)"] = {"forward": lambda: flax_forward(fm.params, xj, yj).block_until_ready(),
+                                 "forward+backward": lambda: jax.block_until_ready(flax_gradients(fm.params, xj, yj)),
+                                 "optimizer": flax_optimizer, "step": run_flax}
+    steps = timed_rounds(variants, 8, rounds)
+    flat = {f"{name} | {phase}": run for name, runs in phases.items() for phase, run in runs.items()}
+    rates = timed_rounds(flat, 8, rounds)
+    milliseconds = {name: {phase: 8000 / rates[f"{name} | {phase}"] for phase in runs} for name, runs in phases.items()}
+    return steps, milliseconds
+
+
+ATTENTION_MATMUL = (48, 197, 64)  # ViT-S/16 at batch 8: (images x heads, tokens, head size)
+
+
+def attention_matmul_rates(rounds: int) -> dict[str, float]:
+    """GFLOP/s of attention's batched matmul at ViT-S/16, batch 8: q kᵀ, (48, 197, 64) x (48, 64, 197), the
+    shape of attention's two forward and four backward matmuls, in each framework, and JAX's again in a child
+    process pinned to one core (where the two rates match, XLA ran it on one core)."""
+    import jax
+    import tensorflow as tf
+    import torch
+
+    batch, tokens, size = ATTENTION_MATMUL
+    q, k = (np.random.default_rng(seed).normal(size=ATTENTION_MATMUL).astype(np.float32) for seed in (0, 1))
+    qt, kt = torch.from_numpy(q), torch.from_numpy(k)
+    tf_mm = tf.function(lambda a, b: tf.matmul(a, b, transpose_b=True), jit_compile=True)
+    qtf, ktf = tf.constant(q), tf.constant(k)
+    jax_mm = jax.jit(lambda a, b: a @ b.swapaxes(-1, -2))
+    qj, kj = jax.numpy.asarray(q), jax.numpy.asarray(k)
+    calls = 20  # one call is about 5 ms: time 20 at a time
+    with torch.inference_mode():
+        rates = timed_rounds({
+            "torch (bmm)": lambda: [qt @ kt.transpose(1, 2) for _ in range(calls)],
+            "tensorflow (XLA)": lambda: [tf_mm(qtf, ktf).numpy() for _ in range(calls)],
+            "jax": lambda: [jax_mm(qj, kj).block_until_ready() for _ in range(calls)],
+        }, images=calls, rounds=rounds)
+    flops = 2 * batch * tokens * tokens * size
+    out = {name: rate * flops / 1e9 for name, rate in rates.items()}
+    pinned = subprocess.run([sys.executable, "-c", _PINNED_JAX_ATTENTION_MATMUL, str(rounds)], capture_output=True,
+                            text=True, timeout=600)
+    if pinned.returncode == 0:
+        out["jax, pinned to one core"] = float(pinned.stdout.split()[-1])
+    return out
+
+
+_PINNED_JAX_ATTENTION_MATMUL = f"""
+import os, sys, time
+os.sched_setaffinity(0, {{0}})
+import jax, numpy as np
+shape = {ATTENTION_MATMUL}
+q, k = (jax.numpy.asarray(np.random.default_rng(s).normal(size=shape).astype(np.float32)) for s in (0, 1))
+mm = jax.jit(lambda a, b: a @ b.swapaxes(-1, -2))
+mm(q, k).block_until_ready()
+best = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    for _ in range(20):
+        mm(q, k).block_until_ready()
+    best.append((time.perf_counter() - start) / 20)
+print(2 * shape[0] * shape[1] ** 2 * shape[2] / sorted(best)[len(best) // 2] / 1e9)
+"""
 
 
 def pytorch_step_time_by_kind(steps: int = 3) -> dict[str, float]:
@@ -1022,8 +1148,10 @@ def main(argv: list[str] | None = None) -> Path:
         results["vit embed (ViT-S/16, 224)"] = bench_embed(rounds)
     if not args.quick and (args.only is None or "training" in args.only):
         print("training step ...", flush=True)
-        results["training step (ViT-S/16, batch 8)"] = bench_training(rounds, have_hf)
-        from report import TRAINING_GFLOPS_KEY, TRAINING_SHARES_KEY
+        from report import ATTENTION_MATMUL_KEY, TRAINING_GFLOPS_KEY, TRAINING_PHASES_KEY, TRAINING_SHARES_KEY
+
+        results["training step (ViT-S/16, batch 8)"], results[TRAINING_PHASES_KEY] = bench_training(rounds, have_hf)
+        results[ATTENTION_MATMUL_KEY] = attention_matmul_rates(rounds)
 
         from vit import ViTConfig
 

@@ -316,6 +316,8 @@ def low_precision_lines(results: dict) -> list[str]:
 
 TRAINING_GFLOPS_KEY = "training step: forward GFLOPs per image"
 TRAINING_SHARES_KEY = "PyTorch training step, share of CPU time"
+TRAINING_PHASES_KEY = "training step phases, ms (ViT-S/16, batch 8)"
+ATTENTION_MATMUL_KEY = "attention batched matmul GFLOP/s (48x197x64 @ 48x64x197)"
 
 
 def training_lines(results: dict) -> list[str]:
@@ -341,6 +343,27 @@ def training_lines(results: dict) -> list[str]:
     if shares:
         lines += ["", "Our PyTorch step's CPU time by kind (torch.profiler self time): "
                   + ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items()) + "."]
+    return lines + training_phase_lines(results)
+
+
+def training_phase_lines(results: dict) -> list[str]:
+    """Where our steps' time goes: forward, backward (forward+backward minus forward), the optimizer alone and
+    the whole step, and attention's batched matmul rate in each framework."""
+    phases = results.get(TRAINING_PHASES_KEY)
+    if not phases:
+        return []
+    rows = []
+    for name, ms in phases.items():
+        backward = ms["forward+backward"] - ms["forward"]
+        rows.append([name, f"{ms['forward']:.0f}", f"{backward:.0f}", f"{ms['optimizer']:.0f}", f"{ms['step']:.0f}",
+                     f"{backward / ms['forward']:.2f}"])
+    lines = ["", "Where each of our steps' time goes (ms per batch of 8, phases alternated in their own rounds):", "",
+             *markdown_table(["framework", "forward", "backward", "optimizer alone", "step", "backward / forward"], rows)]
+    rates = results.get(ATTENTION_MATMUL_KEY)
+    if rates:
+        lines += ["", "Attention's batched matmul at ViT-S/16, batch 8 (q kᵀ, 48 x 197 x 64 by 48 x 64 x 197; the "
+                  "backward pass has four of that size), GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+                  + "."]
     return lines
 
 

@@ -251,3 +251,17 @@ def test_a_training_only_run_gives_mfu_and_the_pytorch_time_shares(report):
     text = "\n".join(report.training_lines(results))
     assert "| PyTorch (ours) | 2.00 | 1.25 | 1.00 | 0.30 |" in text
     assert "CPU time by kind (torch.profiler self time): GEMM (mm, addmm, bmm) 74%, everything else 26%." in text
+
+
+def test_training_phases_split_each_step_into_forward_backward_and_optimizer(report):
+    results = base_results()
+    results[report.TRAINING_GFLOPS_KEY] = 10.0
+    results["training step (ViT-S/16, batch 8)"] = {"Flax jit (ours)": 1.0}
+    results[report.TRAINING_PHASES_KEY] = {"Flax jit (ours)": {"forward": 700.0, "forward+backward": 2800.0,
+                                                                "optimizer": 40.0, "step": 3000.0}}
+    results[report.ATTENTION_MATMUL_KEY] = {"torch (bmm)": 80.0, "jax": 40.0, "jax, pinned to one core": 41.0}
+    text = "\n".join(report.training_lines(results))
+    assert "| Flax jit (ours) | 700 | 2100 | 40 | 3000 | 3.00 |" in text  # backward 2800 - 700
+    assert "GFLOP/s: torch (bmm) 80, jax 40, jax, pinned to one core 41." in text
+    del results[report.TRAINING_PHASES_KEY]
+    assert "Where each of our steps' time goes" not in "\n".join(report.training_lines(results))
