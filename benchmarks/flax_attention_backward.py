@@ -72,7 +72,9 @@ VARIANTS = {
     "one (image, head) at a time": attention_per_head,
     "split in 2 over images": split(2, 0),
     "split in 4 over images": split(4, 0),
+    "split in 8 over images": split(8, 0),
     "split in 2 over heads": split(2, 1),
+    "split in 3 over heads": split(3, 1),
 }
 
 
