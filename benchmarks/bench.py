@@ -986,15 +986,11 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     import torch
 
     from vit import FlaxViTForImageClassification, TFViTForImageClassification, ViTForImageClassification
+    from vit.cpu import cpu_flags
     from vit.flax.quantize import quantize as quantize_flax
     from vit.pt.quantize import quantize
 
-    flags = set()
-    try:
-        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                 for f in line.split(":", 1)[1].split()}
-    except OSError:
-        pass
+    flags = cpu_flags()
     out: dict = {"cpu low-precision instructions": {isa: isa in flags for isa in (
         "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")},
         "torch CPU capability": torch.backends.cpu.get_cpu_capability()}

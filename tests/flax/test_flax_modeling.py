@@ -165,3 +165,16 @@ def test_batched_attention_keys_the_compiled_call_cache():
     with batched_attention():
         assert not loops()
     assert loops()
+
+
+def test_bfloat16_products_accumulate_into_float32():
+    """Every bf16 product is one dot with bf16 operands and a float32 result, rounded once afterwards: the rule
+    all three frameworks follow, and the form XLA CPU runs on its bf16 GEMM (a bf16 result is widened and run at the
+    float32 rate)."""
+    model = classifier(dtype=jnp.bfloat16)
+    x = expected("classification")["pixel_values"]
+    text = jax.jit(lambda v: model(v).logits).lower(x).as_text()
+    dots = [line for line in text.splitlines() if "dot_general" in line]
+    assert len(dots) >= 6 * model.config.num_hidden_layers
+    signatures = {line.rsplit(":", 1)[1].strip() for line in dots}
+    assert all("bf16>, tensor<" in sig and sig.endswith("xf32>") for sig in signatures), signatures

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import HF, expected
@@ -186,3 +188,34 @@ def test_litert_export_of_a_long_sequence_has_builtin_ops_only(tmp_path):
     assert report.image_size == (side, side)
     ops = export.tflite_ops(tmp_path / "long.tflite")
     assert not {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")}, ops
+
+
+def _matmul_lines(hlo: str) -> list[str]:
+    return [line for line in hlo.splitlines() if " dot(" in line]
+
+
+def test_bfloat16_under_xla_multiplies_bf16_into_float32():
+    """Under XLA every bf16 product is one dot with bf16 operands and a float32 result, rounded once afterwards:
+    the form XLA CPU runs on its bf16 GEMM, where widened operands (a float32 dot) run at the float32 rate."""
+    model = TFViTForImageClassification.from_pretrained(HF / "classification" / "safetensors", dtype="bfloat16")
+    x = tf.constant(expected("classification")["pixel_values"])
+    hlo = tf.function(lambda v: model(v).logits, jit_compile=True).experimental_get_compiler_ir(x)(stage="hlo")
+    dots = _matmul_lines(hlo)
+    assert len(dots) >= 6 * model.config.num_hidden_layers, hlo[:2000]
+    bf16_into_f32 = re.compile(r"= f32\[[^\]]*\]\S* dot\(bf16\[[^\]]*\]\S* %\S+, bf16\[")
+    assert all(bf16_into_f32.search(line) for line in dots), dots
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_graph_matmuls_follow_the_cpu(monkeypatch, native):
+    """In graph mode bf16 matmuls run as bf16 only where oneDNN multiplies bf16 in hardware with one rounding;
+    elsewhere (TF's Eigen kernel errs twice as much) they run on widened float32 operands."""
+    from vit.tf import modeling
+
+    monkeypatch.setattr(modeling, "_NATIVE_BF16_MATMUL", native)
+    model = TFViTForImageClassification(ViTConfig(**SMALL), dtype="bfloat16")
+    x = tf.zeros((1, 3, 16, 16))
+    graph = tf.function(lambda v: model(v).logits).get_concrete_function(x).graph
+    matmuls = [op for op in graph.get_operations() if op.type in ("MatMul", "BatchMatMulV2", "BatchMatMulV3")]
+    assert matmuls
+    assert {op.inputs[0].dtype for op in matmuls} == {tf.bfloat16 if native else tf.float32}

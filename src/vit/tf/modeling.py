@@ -21,8 +21,10 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 
 from ..config import ViTConfig, check_model_family
+from ..cpu import has_bf16_matmul
 from ..errors import ConfigError
 from ..inputs import check_head_mask, check_mask, check_mim_stride, check_pixel_values, resolve_problem_type
 from ..outputs import (
@@ -56,19 +58,41 @@ def _softmax32(scores: tf.Tensor) -> tf.Tensor:
 def _einsum32(equation: str, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """tf.einsum accumulated in float32 and rounded once to the inputs' dtype, as torch's and XLA's are.
 
-    TF's CPU einsum in bfloat16 errs as if it accumulated in bfloat16: measured 5% error on a 512-term dot
-    product, against 0.3% for one rounding. In float32 the casts are no-ops.
+    TF's CPU einsum in bfloat16 errs as if it accumulated in bfloat16 where oneDNN has no bf16 kernel (AVX2 CPUs):
+    measured 5% error on a 512-term dot product, against 0.3% for one rounding. In float32 the casts are no-ops.
+    Only the 1x1 convolution of MIM's decoder uses it; the model's matmuls go through `_matmul32`.
     """
     return tf.cast(tf.einsum(equation, tf.cast(a, tf.float32), tf.cast(b, tf.float32)), a.dtype)
 
 
-def _matmul32(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """tf.matmul accumulated in float32 and rounded once to the inputs' dtype (see `_einsum32`).
+# oneDNN's bf16 MatMul accumulates in float32 and rounds once (measured: the error of one rounding) and runs on the
+# CPU's bf16 units; TF uses oneDNN unless TF_ENABLE_ONEDNN_OPTS=0.
+_NATIVE_BF16_MATMUL = has_bf16_matmul() and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
 
-    TF's CPU bfloat16 MatMul errs twice as much as one rounding: with it, the demo model's first block's output was
-    1.4e-2 off float32, against 0.7e-2 in PyTorch and Flax. In float32 the casts are no-ops.
+
+def _matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool = False) -> tf.Tensor:
+    """tf.matmul (batched or not) accumulated in float32 and rounded once to the inputs' dtype.
+
+    In float32 this is tf.matmul. Otherwise, by where it runs:
+    - under XLA, a dot with a float32 result, then rounded: XLA CPU runs bf16 x bf16 -> f32 on YNNPACK's bf16 GEMM
+      (measured 830 GFLOP/s on an AMX CPU), where a bf16 result is widened and run at the float32 rate (215);
+    - in graph or eager mode, bf16 on a CPU with bf16 units: tf.matmul itself, oneDNN's bf16 GEMM (940 GFLOP/s);
+    - otherwise the float32 product of the widened inputs: TF's Eigen bf16 MatMul (AVX2 CPUs) errs twice as much
+      as one rounding, so the demo model's first block's output was 1.4e-2 off float32, against 0.7e-2 in
+      PyTorch and Flax.
     """
-    return tf.cast(tf.matmul(tf.cast(a, tf.float32), tf.cast(b, tf.float32)), a.dtype)
+    if a.dtype == tf.float32:
+        return tf.matmul(a, b, transpose_b=transpose_b)
+    if GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return tf.cast(tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=tf.float32, adj_y=transpose_b), a.dtype)
+    if a.dtype == tf.bfloat16 and _NATIVE_BF16_MATMUL:
+        return tf.matmul(a, b, transpose_b=transpose_b)
+    return tf.cast(tf.matmul(tf.cast(a, tf.float32), tf.cast(b, tf.float32), transpose_b=transpose_b), a.dtype)
+
+
+def _heads_first(x: tf.Tensor) -> tf.Tensor:
+    """(batch, tokens, heads, d) -> (batch, heads, tokens, d)."""
+    return tf.transpose(x, (0, 2, 1, 3))
 
 
 def _keras_dtype_policy(dtype: Any) -> Any:
@@ -260,9 +284,9 @@ def attention_per_head(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
         return tf.reshape(tf.transpose(x, (0, 2, 1, 3)), (-1, n, d))
 
     def one(qkv: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        q1, k1, v1 = (tf.cast(x, tf.float32) for x in qkv)  # accumulate in float32, as _einsum32 does
-        scores = tf.cast(tf.matmul(q1, k1, transpose_b=True), q.dtype) / tf.cast(math.sqrt(d), q.dtype)
-        return tf.cast(tf.matmul(tf.cast(_softmax32(scores), tf.float32), v1), q.dtype)
+        q1, k1, v1 = qkv
+        scores = _matmul32(q1, k1, transpose_b=True) / tf.cast(math.sqrt(d), q.dtype)
+        return _matmul32(_softmax32(scores), v1)
 
     context = tf.map_fn(one, (per_head(q), per_head(k), per_head(v)), fn_output_signature=q.dtype)
     return tf.transpose(tf.reshape(context, (b, h, n, d)), (0, 2, 1, 3))
@@ -283,7 +307,7 @@ class TFViTSelfAttention(keras.layers.Layer):
 
     def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
              training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
-        # One matmul for query, key and value instead of three; einsums let XLA pick the layouts.
+        # One matmul for query, key and value instead of three.
         layers = (self.query, self.key, self.value)
         qkv = _matmul32(hidden_states, tf.concat([layer.kernel for layer in layers], axis=1))
         if self.query.bias is not None:
@@ -296,12 +320,12 @@ class TFViTSelfAttention(keras.layers.Layer):
         if plain and long and _HEAD_LOOP_ALLOWED.get() and not tf.config.list_logical_devices("GPU"):
             context = attention_per_head(q, k, v)
             return tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)), None
-        scores = _einsum32("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        scores = _matmul32(_heads_first(q), _heads_first(k), transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         probs = _softmax32(scores)
         dropped = self.dropout(probs, training=training)
         if head_mask is not None:
             dropped = dropped * tf.cast(head_mask, dropped.dtype)
-        context = _einsum32("bhqk,bkhd->bqhd", dropped, v)
+        context = _heads_first(_matmul32(dropped, _heads_first(v)))
         context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
         return context, probs if output_attentions else None
 
@@ -506,8 +530,8 @@ class TFViTAttentionPoolingHead(keras.layers.Layer):
         probe = tf.tile(tf.cast(self.probe, sequence.dtype), (tf.shape(sequence)[0], 1, 1))
         q = heads(self.attention.query(probe))
         k, v = heads(self.attention.key(sequence)), heads(self.attention.value(sequence))
-        scores = _einsum32("bqhd,bkhd->bhqk", q, k) / tf.cast(math.sqrt(self.head_dim), q.dtype)
-        context = _einsum32("bhqk,bkhd->bqhd", _softmax32(scores), v)
+        scores = _matmul32(_heads_first(q), _heads_first(k), transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        context = _heads_first(_matmul32(_softmax32(scores), _heads_first(v)))
         pooled = self.attention.out_proj(tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)))
         pooled = pooled + self.mlp.fc2(self.activation(self.mlp.fc1(self.layernorm(pooled))))
         return pooled[:, 0]
