@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from vit import ViTConfig, ViTForImageClassification  # noqa: E402
 from vit.pt import quantize as quantize_module  # noqa: E402
 from vit.pt.quantize import quantize  # noqa: E402
 
@@ -22,8 +23,6 @@ CALIBRATION_IMAGES = 256
 
 @pytest.fixture(scope="module")
 def digits(demo_digits):
-    from vit import ViTForImageClassification
-
     # torch.tensor copies: torch.from_numpy warns on the shared arrays, which are read-only.
     calibration = torch.tensor(demo_digits.train_pixels[:CALIBRATION_IMAGES])
     pixels = torch.tensor(demo_digits.pixels)
@@ -133,3 +132,23 @@ def test_quantize_leaves_the_process_wide_engine_alone(digits):
     engine = torch.backends.quantized.engine
     quantize(digits[0], "dynamic")
     assert torch.backends.quantized.engine == engine
+
+
+def test_compiled_static_copy_runs_onednn_int8_gemms():
+    """The compiled static copy multiplies with prepacked oneDNN int8 GEMMs, one per nn.Linear: without inductor's
+    freezing the same graph dequantises each weight and multiplies in float32 (no speed-up at all), silently."""
+    from torch._dynamo.utils import counters
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, num_labels=3)
+    model = ViTForImageClassification(config).eval()
+    calibration = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))]
+    compiled = quantize(model, "static", calibration=calibration)
+    reference = quantize(model, "static", calibration=calibration, compile=False)
+    counters.clear()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    logits = compiled(x).logits
+    linears = sum(isinstance(module, torch.nn.Linear) for module in model.modules())
+    assert counters["inductor"]["qlinear_weight_prepack_matcher_count"] == linears
+    scale = reference(x).logits.abs().max()
+    torch.testing.assert_close(logits / scale, reference(x).logits / scale, atol=2e-2, rtol=0)

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Iterable
@@ -101,17 +102,26 @@ def _quantize_dynamic(model: nn.Module) -> nn.Module:
 
 
 class _Exported(nn.Module):
-    """Runs an exported, quantised graph behind the original model's call: same inputs, same output class."""
+    """Runs an exported, quantised graph behind the original model's call: same inputs, same output class.
 
-    def __init__(self, graph: nn.Module, original: nn.Module) -> None:
+    A compiled graph is (re)compiled on the call that first sees a new input shape, so every call runs with
+    inductor's freezing on: only then does inductor fold the int8 weights into prepacked oneDNN int8 GEMMs
+    (AMX / VNNI). Without it the same graph dequantises every weight and multiplies in float32, measured at
+    0.97x float32's speed against 3.5x with it (ViT-S/16, batch 8, an AMX CPU). `torch.compile`'s
+    `options={"freezing": True}` does not reach that pass (torch 2.13), hence the config patch.
+    """
+
+    def __init__(self, graph: nn.Module, original: nn.Module, compiled: bool) -> None:
         super().__init__()
         self.graph = graph
         self.config = original.config
         self.check_inputs = original._check_inputs
+        self.compiled = compiled
 
     def forward(self, pixel_values) -> object:
         pixel_values, *_ = self.check_inputs(pixel_values, None, None, False)
-        with torch.inference_mode():
+        freezing = torch._inductor.config.patch(freezing=True) if self.compiled else contextlib.nullcontext()
+        with torch.inference_mode(), freezing:
             return self.graph(pixel_values)
 
 
@@ -136,4 +146,4 @@ def _quantize_static(model: nn.Module, batches: list[torch.Tensor], compile: boo
         converted = convert_pt2e(prepared)
     if compile:
         converted = torch.compile(converted)
-    return _Exported(converted, frozen)
+    return _Exported(converted, frozen, compile)
