@@ -99,7 +99,8 @@ def test_bf16_copy_is_frozen_saves_in_bf16_and_takes_bf16_only():
 
 
 def test_bf16_patch_embedding_is_a_bf16_convolution():
-    """The patch convolution of the copy computes what the bf16 model's does, whatever kernel runs it."""
+    """The patch convolution of the copy computes what the bf16 model's does, whatever kernel runs it, and refuses
+    float32 inputs with the copy's own error on every CPU (natively bf16 or not)."""
     _, bf16, x = bf16_model_and_input()
     fast = bf16.optimize_for_inference()
     eager_conv = bf16.vit.embeddings.patch_embeddings.projection
@@ -108,5 +109,6 @@ def test_bf16_patch_embedding_is_a_bf16_convolution():
     with torch.no_grad():
         torch.testing.assert_close(fast_conv(pixels).float(), eager_conv(pixels).float(), rtol=2**-7, atol=1e-6)
     assert fast_conv.weight.dtype == torch.bfloat16
+    assert fast_conv.gemm_dtype == (torch.bfloat16 if native_bf16_gemm() else torch.float32)
     with pytest.raises(ValueError, match="bfloat16 CPU inputs"):
         fast_conv(x)

@@ -6,8 +6,8 @@ This module is the one place that trades those semantics for speed, and only whe
 
 The contract of the copy that `optimize_for_inference(model)` returns:
 - It is a deep copy in eval mode, with autograd off (`requires_grad=False`, forward under `inference_mode`).
-- Each `nn.Linear` becomes a `PackedLinear` whose weight was reordered for oneDNN once, when the copy was made.
-  The weights are frozen: editing them (or the original model's) does not change the copy's outputs. Edit
+- Each `nn.Linear` becomes a `PackedLinear` whose weight was reordered for oneDNN once, when the copy was made,
+  and each `nn.Conv2d` a `FrozenConv2d`. The weights are frozen: editing them (or the original model's) does not change the copy's outputs. Edit
   the original model and call `optimize_for_inference()` again.
 - The MLP's bias and GELU/ReLU are fused into its first matmul, so a hook on `intermediate_act_fn` of the copy
   does not fire. Hooks on the `PackedLinear` modules do fire.
@@ -46,6 +46,12 @@ def native_bf16_gemm() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _check_input(x: torch.Tensor, dtype: torch.dtype) -> None:
+    if x.device.type != "cpu" or x.dtype != dtype:
+        raise ValueError(f"An optimize_for_inference() copy of a {dtype} model takes {dtype} CPU inputs, "
+                         f"got {x.dtype} on {x.device}; use the original model for other devices and dtypes.")
+
+
 class PackedLinear(nn.Module):
     """A frozen `nn.Linear` whose weight is pre-packed for oneDNN, optionally with a fused activation.
 
@@ -70,9 +76,7 @@ class PackedLinear(nn.Module):
         self.op, self.algorithm = _FUSABLE[activation] if activation else ("none", "")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != self.dtype:
-            raise ValueError(f"An optimize_for_inference() copy of a {self.dtype} model takes {self.dtype} CPU inputs, "
-                             f"got {x.dtype} on {x.device}; use the original model for other devices and dtypes.")
+        _check_input(x, self.dtype)
         out = torch.ops.mkldnn._linear_pointwise(x.to(self.gemm_dtype), self.packed_weight, self.gemm_bias, self.op,
                                                  [], self.algorithm)
         return out.to(self.dtype)
@@ -82,11 +86,12 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed{fused}"
 
 
-class WidenedConv2d(nn.Module):
-    """A frozen bf16 `nn.Conv2d` computed as float32 on exactly widened values, then rounded to bf16.
+class FrozenConv2d(nn.Module):
+    """A frozen `nn.Conv2d` that takes inputs in the model's dtype only, like `PackedLinear`.
 
-    For CPUs without bf16 instructions, where PyTorch's bf16 convolution takes its slow reference path (measured
-    12% of a ViT-S/16 forward, for a layer with 0.5% of the FLOPs).
+    A bf16 convolution runs natively where oneDNN has bf16 instructions. Elsewhere it is computed as float32 on
+    exactly widened values and rounded to bf16, because PyTorch's bf16 convolution there takes its slow reference
+    path (measured 12% of a ViT-S/16 forward, for a layer with 0.5% of the FLOPs).
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -95,15 +100,16 @@ class WidenedConv2d(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False) if conv.bias is not None else None
         self.dtype = self.weight.dtype
-        self.register_buffer("wide_weight", self.weight.detach().float(), persistent=False)
-        self.register_buffer("wide_bias", None if self.bias is None else self.bias.detach().float(), persistent=False)
+        native = self.dtype == torch.float32 or native_bf16_gemm()
+        self.gemm_dtype = self.dtype if native else torch.float32
+        self.register_buffer("gemm_weight", self.weight.detach().to(self.gemm_dtype), persistent=False)
+        self.register_buffer("gemm_bias", None if self.bias is None else self.bias.detach().to(self.gemm_dtype),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != self.dtype:
-            raise ValueError(f"An optimize_for_inference() copy of a {self.dtype} model takes {self.dtype} CPU inputs, "
-                             f"got {x.dtype} on {x.device}; use the original model for other devices and dtypes.")
-        out = F.conv2d(x.float(), self.wide_weight, self.wide_bias, self.stride, self.padding, self.dilation,
-                       self.groups)
+        _check_input(x, self.dtype)
+        out = F.conv2d(x.to(self.gemm_dtype), self.gemm_weight, self.gemm_bias, self.stride, self.padding,
+                       self.dilation, self.groups)
         return out.to(self.dtype)
 
 
@@ -126,7 +132,7 @@ def optimize_for_inference(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if type(child) is nn.Linear:
                 setattr(module, name, PackedLinear(child))
-            elif type(child) is nn.Conv2d and child.weight.dtype == torch.bfloat16 and not native_bf16_gemm():
-                setattr(module, name, WidenedConv2d(child))
+            elif type(child) is nn.Conv2d:
+                setattr(module, name, FrozenConv2d(child))
     frozen.forward = torch.inference_mode()(frozen.forward)
     return frozen
