@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -92,12 +93,113 @@ def dot(equation: str, a: jax.Array, b: jax.Array, bias: jax.Array | None = None
     Asking XLA for a float32 result is also what makes a bf16 product fast on the CPU: XLA CPU hands a
     bf16 x bf16 -> f32 dot to YNNPACK (AMX / AVX512-BF16), measured at 1.7 TFLOP/s against 0.26 for the same dot
     with a bf16 result, which it widens and runs as float32. Attention's batched products gain less: YNNPACK's rate
-    for them depends on the operands' layout (80 to 280 GFLOP/s measured for q kᵀ at 197 tokens).
+    for them depends on the operands' layout (80 to 280 GFLOP/s measured for q kᵀ at 197 tokens). In bf16 and fp16
+    the backward pass is written by hand (`_reduced_dot`), so that training runs on those units too.
     """
+    if a.dtype == jnp.float32:
+        return _dot_definition(equation, a, b, bias)
+    return _reduced_dot(_explicit(equation, a.ndim, b.ndim), a, b, bias)
+
+
+def _dot_definition(equation: str, a: jax.Array, b: jax.Array, bias: jax.Array | None) -> jax.Array:
     product = jnp.einsum(equation, a, b, preferred_element_type=jnp.float32)
     if bias is not None:
         product = product + bias.astype(a.dtype).astype(jnp.float32)
     return product.astype(a.dtype)
+
+
+def _explicit(equation: str, a_ndim: int, b_ndim: int) -> str:
+    """The equation with its `...` spelled out as upper-case indices ('...qd,...kd->...qk' -> 'Aqd,Akd->Aqk')."""
+    if "..." not in equation:
+        return equation
+    inputs, out = equation.split("->")
+    lhs, rhs = inputs.split(",")
+    leading = a_ndim - len(lhs.replace("...", ""))
+    if leading != b_ndim - len(rhs.replace("...", "")):
+        raise ValueError(f"dot({equation!r}) needs as many leading axes in both operands")
+    letters = "ABCDEFGH"[:leading]
+    return equation.replace("...", letters)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _reduced_dot(equation: str, a: jax.Array, b: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """`_dot_definition` for bf16 or fp16 operands, with a backward pass of fast products.
+
+    Autodiff of the definition receives the output's cotangent widened to float32 (the transpose of the final
+    rounding), so its backward products are float32 x bf16 dots, which XLA CPU runs at the float32 rate (measured
+    0.25 TFLOP/s against 1.5 for bf16 x bf16 -> f32). That cotangent is a widened a.dtype value, so keeping it in
+    a.dtype is exact. Here each gradient is then a reduced x reduced -> float32 product rounded once, the forward
+    pass's rule, with operands laid out as the GEMM takes them (`_product`). The gradients equal autodiff's up to
+    float32 summation order (tests/flax/test_flax_modeling.py). Like any custom VJP it has no forward-mode rule:
+    `jax.jvp` of a bf16 model is an error; use float32 for it.
+    """
+    return _dot_definition(equation, a, b, bias)
+
+
+def _reduced_dot_forward(equation, a, b, bias):
+    return _dot_definition(equation, a, b, bias), (a, b, bias)
+
+
+def _reduced_dot_backward(equation, residuals, grad):
+    a, b, bias = residuals
+    lhs, rhs, out = equation.replace("->", ",").split(",")
+    grad_a = _product(grad, out, b, rhs, lhs).astype(a.dtype)
+    grad_b = _product(a, lhs, grad, out, rhs).astype(b.dtype)
+    grad_bias = None
+    if bias is not None:  # autodiff's rounding: the float32 sum, rounded to a.dtype, widened to the bias's dtype
+        grad_bias = grad.astype(jnp.float32).reshape(-1, grad.shape[-1]).sum(0).astype(a.dtype).astype(bias.dtype)
+    return grad_a, grad_b, grad_bias
+
+
+_reduced_dot.defvjp(_reduced_dot_forward, _reduced_dot_backward)
+
+
+def _product(x: jax.Array, x_axes: str, y: jax.Array, y_axes: str, out_axes: str) -> jax.Array:
+    """einsum(x, y) -> out (float32) with the operands laid out the way XLA CPU's fast GEMM takes them.
+
+    YNNPACK runs a dot fast when its left operand is (batch, free, contracted) and its right one (batch,
+    contracted, free) or (batch, free, contracted). A weight gradient contracts over the tokens, which lead both
+    operands; XLA hands that form to its slow float32 path (measured 0.24 against 1.3 TFLOP/s). So operands are
+    copied into a fast layout, and of the two ways to pair them, the one that copies fewer elements wins
+    (attention's key and value gradients copy two tokens x head_dim arrays rather than one tokens x tokens array).
+    """
+    sizes = dict(zip(x_axes + y_axes, x.shape + y.shape))
+    batch = "".join(i for i in out_axes if i in x_axes and i in y_axes)
+    contracted = "".join(i for i in x_axes if i in y_axes and i not in out_axes)
+    if set(x_axes + y_axes) - set(out_axes + contracted) or len(set(out_axes)) != len(out_axes):
+        raise ValueError(f"_product cannot lay out {x_axes},{y_axes}->{out_axes}: every axis must be batch, "
+                         f"contracted or kept once")
+
+    def layouts(lhs_axes: str, rhs_axes: str) -> tuple[int, str, str, str]:
+        """(elements copied, left layout, right layout, product layout) with lhs_axes' operand on the left."""
+        lhs_free = "".join(i for i in lhs_axes if i not in batch + contracted)
+        rhs_free = "".join(i for i in rhs_axes if i not in batch + contracted)
+        left = batch + lhs_free + contracted
+        right = rhs_axes if rhs_axes == batch + rhs_free + contracted else batch + contracted + rhs_free
+        natural = batch + lhs_free + rhs_free
+        copied = sum(math.prod(sizes[i] for i in axes) for axes, was in
+                     ((left, lhs_axes), (right, rhs_axes), (natural, out_axes)) if axes != was)
+        return copied, left, right, natural
+
+    options = [(layouts(x_axes, y_axes), (x, x_axes), (y, y_axes)), (layouts(y_axes, x_axes), (y, y_axes), (x, x_axes))]
+    (_, left, right, natural), (lhs, lhs_axes), (rhs, rhs_axes) = min(options, key=lambda option: option[0][0])
+    product = jnp.einsum(f"{left},{right}->{natural}", _laid_out(lhs, lhs_axes, left),
+                         _laid_out(rhs, rhs_axes, right), preferred_element_type=jnp.float32)
+    return _laid_out(product, natural, out_axes)
+
+
+def _laid_out(x: jax.Array, axes: str, order: str) -> jax.Array:
+    """x with its axes physically in `order`. XLA would otherwise fold the transpose into the neighbouring dot, as an
+    operand's or a result's dimension order, which is the slow form this avoids (for a bf16 result, one that XLA
+    CPU cannot run at all)."""
+    if axes == order:
+        return x
+    return _row_major(jnp.transpose(_row_major(x), [axes.index(i) for i in order]))
+
+
+def _row_major(x: jax.Array) -> jax.Array:
+    """x, kept in row-major layout: a flat view of it passes an optimization barrier."""
+    return jax.lax.optimization_barrier(x.reshape(-1)).reshape(x.shape)
 
 
 class Dense(nnx.Module):
