@@ -163,7 +163,7 @@ def _product(x: jax.Array, x_axes: str, y: jax.Array, y_axes: str, out_axes: str
     copied into a fast layout, and of the two ways to pair them, the one that copies fewer elements wins
     (attention's key and value gradients copy two tokens x head_dim arrays rather than one tokens x tokens array).
     """
-    sizes = dict(zip(x_axes + y_axes, x.shape + y.shape))
+    sizes = dict(zip(x_axes + y_axes, x.shape + y.shape, strict=True))
     batch = "".join(i for i in out_axes if i in x_axes and i in y_axes)
     contracted = "".join(i for i in x_axes if i in y_axes and i not in out_axes)
     if set(x_axes + y_axes) - set(out_axes + contracted) or len(set(out_axes)) != len(out_axes):
