@@ -84,10 +84,39 @@ def _matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool = False) -> tf.Tenso
     if a.dtype == tf.float32:
         return tf.matmul(a, b, transpose_b=transpose_b)
     if GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return tf.cast(tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=tf.float32, adj_y=transpose_b), a.dtype)
+        return _xla_matmul32(a, b, transpose_b)
     if a.dtype == tf.bfloat16 and _NATIVE_BF16_MATMUL:
         return tf.matmul(a, b, transpose_b=transpose_b)
     return tf.cast(tf.matmul(tf.cast(a, tf.float32), tf.cast(b, tf.float32), transpose_b=transpose_b), a.dtype)
+
+
+def _xla_matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool) -> tf.Tensor:
+    """`_matmul32` under XLA: a reduced x reduced -> float32 product, rounded once, with a gradient of the same form.
+
+    TF has no gradient for a BatchMatMulV3 whose output dtype differs from its inputs' (it multiplies the float32
+    cotangent by the bf16 operand and fails), so the gradient is written here. The cotangent of the rounded output
+    arrives in a.dtype, and each gradient is again a reduced x reduced -> float32 product rounded once, which XLA
+    CPU runs on its bf16 GEMM. `b` is either a weight, shared by the whole batch, or batched like `a`.
+    """
+    shared = b.shape.rank == 2 and a.shape.rank > 2
+
+    def product(x: tf.Tensor, y: tf.Tensor, adj_x: bool = False, adj_y: bool = False) -> tf.Tensor:
+        return tf.cast(tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=tf.float32, adj_x=adj_x, adj_y=adj_y), x.dtype)
+
+    @tf.custom_gradient
+    def matmul(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            upstream = tf.cast(upstream, a.dtype)  # exact: the cotangent of a value rounded to a.dtype
+            grad_a = product(upstream, b, adj_y=not transpose_b)
+            x, g = a, upstream
+            if shared:  # the weight's gradient sums over every row of the batch: one 2-D product
+                x, g = tf.reshape(a, (-1, a.shape[-1])), tf.reshape(upstream, (-1, upstream.shape[-1]))
+            grad_b = product(g, x, adj_x=True) if transpose_b else product(x, g, adj_x=True)
+            return grad_a, grad_b
+
+        return product(a, b, adj_y=transpose_b), gradient
+
+    return matmul(a, b)
 
 
 def _heads_first(x: tf.Tensor) -> tf.Tensor:
