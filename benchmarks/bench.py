@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import importlib.util
 import json
@@ -326,9 +327,12 @@ def bench_training(rounds: int, have_hf: bool) -> tuple[dict, dict]:
     pt_opt = torch.optim.AdamW(pt.parameters(), 1e-4, fused=True)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
-    def pt_step(model=pt, opt=pt_opt):
+    def pt_step(model=pt, opt=pt_opt, bf16=False):
         opt.zero_grad()
-        model(xt, labels=yt).loss.backward()
+        # bf16 mixed precision as HF's Trainer does it (bf16=True): float32 weights and AdamW, bf16 autocast compute.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(xt, labels=yt).loss
+        loss.backward()
         opt.step()
 
     def pt_forward():
@@ -352,16 +356,28 @@ def bench_training(rounds: int, have_hf: bool) -> tuple[dict, dict]:
                                                                            num_attention_heads=6, intermediate_size=1536)).train()
         hf_opt = torch.optim.AdamW(hf.parameters(), 1e-4, fused=True)
         variants["PyTorch (HF)"] = lambda: pt_step(hf, hf_opt)
+        variants["PyTorch (HF), bf16 autocast"] = lambda: pt_step(hf, hf_opt, bf16=True)
+    variants["PyTorch (ours), bf16 autocast"] = lambda: pt_step(bf16=True)
+
+    def tf_trainer(model):
+        optimizer = keras.optimizers.AdamW(1e-4)
+
+        @tf.function(jit_compile=True)
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = model(x, labels=y, training=True).loss
+            optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            return loss
+
+        return step
 
     tfm = TFViTForImageClassification(config)
-    tf_opt = keras.optimizers.AdamW(1e-4)
-
-    @tf.function(jit_compile=True)
-    def tf_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tfm(x, labels=y, training=True).loss
-        tf_opt.apply(tape.gradient(loss, tfm.trainable_variables), tfm.trainable_variables)
-        return loss
+    tf_step = tf_trainer(tfm)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what examples/train_tf.py --mixed-precision bf16 sets
+    try:
+        tf_mixed_step = tf_trainer(TFViTForImageClassification(config))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
     @tf.function(jit_compile=True)
     def tf_forward(x, y):
@@ -382,21 +398,24 @@ def bench_training(rounds: int, have_hf: bool) -> tuple[dict, dict]:
 
     xtf, ytf = tf.constant(x), tf.constant(y)
     variants["TensorFlow XLA (ours)"] = lambda: tf_step(xtf, ytf).numpy()
+    variants["TensorFlow XLA (ours), mixed_bfloat16"] = lambda: tf_mixed_step(xtf, ytf).numpy()
     phases["TensorFlow XLA (ours)"] = {"forward": lambda: tf_forward(xtf, ytf).numpy(),
                                        "forward+backward": lambda: [g.numpy() for g in tf_gradients(xtf, ytf)],
                                        "optimizer": lambda: (tf_optimizer(), tfm.trainable_variables[0].numpy()),
                                        "step": variants["TensorFlow XLA (ours)"]}
 
     fm = FlaxViTForImageClassification(config)
+    # bf16 compute with float32 params, what examples/train_flax.py --mixed-precision bf16 builds
+    fm_bf16 = FlaxViTForImageClassification(config, dtype=jax.numpy.bfloat16)
     fopt = optax.adamw(1e-4)
 
-    def flax_loss(params, x, y):
-        return fm(x, labels=y, params=params).loss
+    def flax_loss(params, x, y, model=fm):
+        return model(x, labels=y, params=params).loss
 
     # Our Flax step donates params and optimizer state, so XLA writes the new ones into their buffers, as
     # examples/train_flax.py does; the variant without donation shows what that is worth. Each trains its own copy.
-    def flax_update(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(flax_loss)(params, x, y)
+    def flax_update(params, opt_state, x, y, model=fm):
+        loss, grads = jax.value_and_grad(flax_loss)(params, x, y, model)
         updates, opt_state = fopt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -416,6 +435,8 @@ def bench_training(rounds: int, have_hf: bool) -> tuple[dict, dict]:
     run_flax = flax_runner(jax.jit(flax_update, donate_argnums=(0, 1)))
     variants["Flax jit (ours)"] = run_flax
     variants["Flax jit (ours), no buffer donation"] = flax_runner(jax.jit(flax_update))
+    variants["Flax jit (ours), bf16 compute"] = flax_runner(jax.jit(functools.partial(flax_update, model=fm_bf16),
+                                                                   donate_argnums=(0, 1)))
 
     def flax_apply(params, opt_state, grads):
         updates, opt_state = fopt.update(grads, opt_state, params)

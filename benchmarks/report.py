@@ -334,16 +334,41 @@ def training_lines(results: dict) -> list[str]:
     hf = steps.get("PyTorch (HF)")
     rows = []
     for name, rate in steps.items():
+        if is_bf16_step(name):
+            continue
         peak = next(v for k, v in peak_of.items() if name.startswith(k))
         rows.append([name, f"{rate:.2f}", fmt(rate / hf if hf else None), fmt(rate / pt if pt else None),
                      f"{3 * forward * rate / peak:.2f}"])
     lines = ["", "Training step (forward, backward, AdamW), ViT-S/16 at batch 8:", "",
              *markdown_table(["variant", "img/s", "vs PyTorch (HF)", "vs PyTorch (ours)", "MFU"], rows)]
+    lines += bf16_training_lines(steps)
     shares = results.get(TRAINING_SHARES_KEY)
     if shares:
         lines += ["", "Our PyTorch step's CPU time by kind (torch.profiler self time): "
                   + ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items()) + "."]
     return lines + training_phase_lines(results)
+
+
+def is_bf16_step(name: str) -> bool:
+    return "bf16" in name or "bfloat16" in name
+
+
+def bf16_training_lines(steps: dict[str, float]) -> list[str]:
+    """The bf16 mixed-precision steps (float32 weights and AdamW, bf16 compute) of the same alternating run, against
+    the same framework's float32 step and HF's steps."""
+    bf16 = {name: rate for name, rate in steps.items() if is_bf16_step(name)}
+    if not bf16:
+        return []
+    hf, hf_bf16 = steps.get("PyTorch (HF)"), steps.get("PyTorch (HF), bf16 autocast")
+    ours_bf16 = steps.get("PyTorch (ours), bf16 autocast")
+    rows = []
+    for name, rate in bf16.items():
+        fp32 = steps.get(name.split(",")[0])
+        rows.append([name, f"{rate:.2f}", fmt(rate / fp32 if fp32 else None), fmt(rate / hf if hf else None),
+                     fmt(rate / hf_bf16 if hf_bf16 else None), fmt(rate / ours_bf16 if ours_bf16 else None)])
+    return ["", "The same step in bf16 mixed precision (float32 weights and AdamW, bf16 compute), same run:", "",
+            *markdown_table(["variant", "img/s", "vs its framework's fp32 step", "vs PyTorch (HF) fp32",
+                             "vs PyTorch (HF) bf16", "vs PyTorch (ours) bf16"], rows)]
 
 
 def training_phase_lines(results: dict) -> list[str]:

@@ -242,6 +242,20 @@ def test_training_lines_give_the_ratios_and_mfu_of_each_step(report):
     assert report.training_lines(base_results()) == []
 
 
+def test_bf16_training_steps_get_their_own_table(report):
+    """bf16 mixed-precision steps are compared with their framework's fp32 step and HF's, not given an fp32 MFU."""
+    results = base_results()
+    results[report.TRAINING_GFLOPS_KEY] = 10.0
+    results["training step (ViT-S/16, batch 8)"] = {
+        "PyTorch (ours)": 2.0, "PyTorch (HF)": 1.6, "PyTorch (HF), bf16 autocast": 4.0,
+        "PyTorch (ours), bf16 autocast": 4.4, "Flax jit (ours)": 1.0, "Flax jit (ours), bf16 compute": 3.0}
+    text = "\n".join(report.training_lines(results))
+    assert "| PyTorch (ours), bf16 autocast | 4.40 | 2.20 | 2.75 | 1.10 | 1.00 |" in text
+    assert "| Flax jit (ours), bf16 compute | 3.00 | 3.00 | 1.88 | 0.75 | 0.68 |" in text
+    assert "| PyTorch (HF), bf16 autocast | 4.00 | 2.50 | 2.50 | 1.00 | 0.91 |" in text
+    assert text.count("bf16 compute |") == 1  # not in the fp32 table
+
+
 def test_a_training_only_run_gives_mfu_and_the_pytorch_time_shares(report):
     """A partial run (--only training) has no inference section: MFU uses the forward FLOPs the run stored."""
     results = base_results()
