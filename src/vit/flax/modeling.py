@@ -190,8 +190,8 @@ def _product(x: jax.Array, x_axes: str, y: jax.Array, y_axes: str, out_axes: str
 
 def _laid_out(x: jax.Array, axes: str, order: str) -> jax.Array:
     """x with its axes physically in `order`. XLA would otherwise fold the transpose into the neighbouring dot, as an
-    operand's or a result's dimension order, which is the slow form this avoids (for a bf16 result, one that XLA
-    CPU cannot run at all)."""
+    operand's or a result's dimension order, which is the slow form this avoids (with bf16 operands, one that XLA
+    CPU cannot run at all: "Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32")."""
     if axes == order:
         return x
     return _row_major(jnp.transpose(_row_major(x), [axes.index(i) for i in order]))

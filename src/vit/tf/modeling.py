@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python import xla
+from tensorflow.compiler.tf2xla.python import xla as tf2xla
 from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 
 from ..config import ViTConfig, check_model_family
@@ -104,10 +104,12 @@ def _xla_matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool) -> tf.Tensor:
     def matmul(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, Any]:
         def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             upstream = tf.cast(upstream, a.dtype)  # exact: the cotangent of a value rounded to a.dtype
+            grad_a = _product32(upstream, b, adj_y=not transpose_b)
             x, g = a, upstream
             if b.shape.rank == 2 and a.shape.rank > 2:  # a weight: its gradient sums over every row of the batch
                 x, g = tf.reshape(a, (-1, a.shape[-1])), tf.reshape(upstream, (-1, upstream.shape[-1]))
-            return _product32(upstream, b, adj_y=not transpose_b), _transposed_product32(*((g, x) if transpose_b else (x, g)))
+            grad_b = _transposed_product32(g, x) if transpose_b else _transposed_product32(x, g)  # gᵀ x or xᵀ g
+            return grad_a, grad_b
 
         return _product32(a, b, adj_y=transpose_b), gradient
 
@@ -136,7 +138,7 @@ def _transposed_product32(left: tf.Tensor, right: tf.Tensor) -> tf.Tensor:
 def _row_major(x: tf.Tensor) -> tf.Tensor:
     """x, kept in row-major layout: XLA would otherwise fold a transpose next to a dot into the dot's dimension
     order, which is the slow form (a flat view of x passes an optimization barrier)."""
-    return tf.reshape(xla.optimization_barrier(tf.reshape(x, [-1])), tf.shape(x))
+    return tf.reshape(tf2xla.optimization_barrier(tf.reshape(x, [-1])), tf.shape(x))
 
 
 def _heads_first(x: tf.Tensor) -> tf.Tensor:
