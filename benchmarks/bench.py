@@ -1026,21 +1026,28 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     ia, ib = jnp.asarray(rng.integers(-127, 128, (m, k)), jnp.int8), jnp.asarray(rng.integers(-127, 128, (k, n)), jnp.int8)
     jax_mm = jax.jit(lambda x, y: x @ y)
+    # The form the models use in bf16 (vit.flax.modeling.dot, vit.tf.modeling._matmul32 under XLA): bf16 operands, a
+    # float32 result. A bf16 result ("jax bf16", "tf bf16 XLA") is widened by XLA CPU and runs at the float32 rate.
+    jax_mm32 = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+    ja16, jb16 = ja.astype(jnp.bfloat16), jb.astype(jnp.bfloat16)
     jax_int8 = jax.jit(lambda x, y: jax.lax.dot_general(x, y, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32))
     tfa, tfb = tf.constant(a), tf.constant(b)
     tf_graph = tf.function(lambda x, y: tf.matmul(x, y))
     tf_xla = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
     tfa16, tfb16 = tf.cast(tfa, tf.bfloat16), tf.cast(tfb, tf.bfloat16)
+    tf_xla32 = tf.function(lambda x, y: tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=tf.float32), jit_compile=True)
     with torch.inference_mode():
         rates = timed_rounds({
             "torch fp32": lambda: linear(ta), "torch bf16": lambda: torch.matmul(ta.bfloat16(), tb.bfloat16()),
             "torch int8 (fbgemm dynamic)": lambda: int8_linear(ta),
             "jax fp32": lambda: jax_mm(ja, jb).block_until_ready(),
             "jax bf16": lambda: jax_mm(ja.astype(jnp.bfloat16), jb.astype(jnp.bfloat16)).block_until_ready(),
+            "jax bf16 -> f32": lambda: jax_mm32(ja16, jb16).block_until_ready(),
             "jax int8 (dot_general -> int32)": lambda: jax_int8(ia, ib).block_until_ready(),
             "tf fp32 graph (oneDNN)": lambda: tf_graph(tfa, tfb).numpy(),
             "tf bf16 graph (oneDNN)": lambda: tf_graph(tfa16, tfb16).numpy(),
             "tf fp32 XLA": lambda: tf_xla(tfa, tfb).numpy(), "tf bf16 XLA": lambda: tf_xla(tfa16, tfb16).numpy(),
+            "tf bf16 -> f32 XLA": lambda: tf_xla32(tfa16, tfb16).numpy(),
         }, images=1, rounds=rounds, min_seconds=0.2)
     out[f"matmul GFLOP/s ({m}x{k} @ {k}x{n})"] = {name: rate * 2 * m * k * n / 1e9 for name, rate in rates.items()}
 
