@@ -1083,6 +1083,8 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
     variants.update({"tensorflow fp32 XLA": lambda: tf32_xla(tfx).numpy(), "tensorflow bf16 XLA": lambda: tf16_xla(tfx).numpy(),
                      "tensorflow fp32 graph": lambda: tf32_graph(tfx).numpy(),
                      "tensorflow bf16 graph": lambda: tf16_graph(tfx).numpy()})
+    if importlib.util.find_spec("ai_edge_litert") is not None:  # TensorFlow's int8 path: `vit export tflite`
+        variants.update(litert_variants(w, x))
     with torch.inference_mode():
         model_rates = timed_rounds(variants, 8, rounds)
     out["images/s (batch 8)"] = model_rates
@@ -1095,9 +1097,27 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
             ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"),
             ("pytorch int8 dynamic", "pytorch fp32 optimize_for_inference"),
-            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"))
-        if name in model_rates}
+            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"),
+            ("tensorflow int8 LiteRT (dynamic range)", "tensorflow fp32 XLA"),
+            ("tensorflow int8 LiteRT (dynamic range)", "tensorflow fp32 LiteRT"))
+        if name in model_rates and base in model_rates}
     return out
+
+
+def litert_variants(w: Weights, x: np.ndarray) -> dict[str, Callable[[], None]]:
+    """`vit export tflite` in fp32 and int8 (the converter's dynamic-range quantisation: int8 weights, activations
+    quantised at run time), run by the standalone LiteRT interpreter on the machine's cores."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from vit.export import export_tflite
+
+    variants = {}
+    for quantize, name in ((None, "tensorflow fp32 LiteRT"), ("int8", "tensorflow int8 LiteRT (dynamic range)")):
+        path = os.path.join(w.folder, f"model-{quantize or 'fp32'}.tflite")
+        export_tflite(w.folder, path, quantize=quantize)
+        runner = Interpreter(model_path=path, num_threads=os.cpu_count()).get_signature_runner("serving_default")
+        variants[name] = lambda runner=runner: runner(pixel_values=x)
+    return variants
 
 
 def bench_inference(w: Weights, label: str, batches: list[int], rounds: int, quick: bool, have_hf: bool,
