@@ -24,6 +24,7 @@ import functools
 import gc
 import importlib.util
 import json
+import math
 import os
 import platform
 import select
@@ -51,17 +52,16 @@ MODELS = {"S/16": "vit-small-patch16-224", "B/16": "vit-base-patch16-224"}
 def timed_rounds(variants: dict[str, Callable[[], None]], images: int, rounds: int, min_seconds: float = 0.0) -> dict:
     """Alternate the variants round by round; the median images/s of each.
 
-    Each round starts one variant later, so no variant always runs right after the same other one: XLA's and
-    TensorFlow's thread pools keep spinning for a while after a call, which slowed whichever PyTorch variant
-    came next (measured: our PyTorch training step 0.85x HF's in a fixed order, 1.00x alone).
+    Each round runs the variants in a different order (`round_orders`), so that no variant always runs right
+    after the same other one: XLA's and TensorFlow's thread pools keep spinning for a while after a call, which
+    slows whichever variant comes next (measured: our PyTorch training step 0.85x HF's in a fixed order, 1.00x
+    alone). Rotating a fixed order did not do this: it keeps every variant's predecessor but one per round.
     """
     for run in variants.values():  # warm up (compilation, caches)
         run()
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    for order in round_orders(list(variants), rounds):
+        for name in order:
             run = variants[name]
             calls, start = 0, time.perf_counter()
             while True:
@@ -72,6 +72,15 @@ def timed_rounds(variants: dict[str, Callable[[], None]], images: int, rounds: i
                     break
             samples[name].append(images * calls / elapsed)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def round_orders(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of the variants in each round. Round r starts at variant r and steps through them by a stride
+    coprime to their number, a different stride each round, so a variant follows a different one in every round
+    where it is not first (strides 1, 2, 4, 5 for the training step's 9 variants)."""
+    count = len(names)
+    strides = [m for m in range(1, count) if math.gcd(m, count) == 1] or [1]
+    return [[names[(r + j * strides[r % len(strides)]) % count] for j in range(count)] for r in range(rounds)]
 
 
 def ratio(results: dict, ours: str, peer: str) -> float | None:
@@ -993,7 +1002,7 @@ def today_peers_for(preset: str, rounds: int, have_hf: bool, hf5: Path | None, h
 
 
 # ------------------------------------------------------------------------------------------------ main
-def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
+def bench_low_precision(w: Weights, rounds: int) -> dict:
     """bf16 and int8 against fp32 at batch 8, per framework, alternating in one process (issue 15).
 
     First the hardware ceiling: a ViT MLP-sized matmul in fp32, bf16 and int8 in each framework, and the CPU's
@@ -1061,11 +1070,11 @@ def bench_low_precision(w: Weights, rounds: int, static_int8: bool) -> dict:
                 "pytorch fp32 optimize_for_inference": lambda: pt32_fast(tx),
                 "pytorch bf16 optimize_for_inference": lambda: pt16_fast(tx),
                 "pytorch int8 dynamic": lambda: pt8(tx)}
-    if static_int8:  # torch.compile (inductor) of the pt2e graph: minutes on a 2-core machine
-        calibration = [torch.from_numpy(np.random.default_rng(i).normal(size=(8, 3, 224, 224)).astype(np.float32))
-                       for i in range(2)]
-        pt8s = quantize(pt32, "static", calibration=calibration)
-        variants["pytorch int8 static (pt2e, compiled)"] = lambda: pt8s(tx)
+    # torch.compile (inductor) of the pt2e graph: 1-3 minutes on a 2-core machine
+    calibration = [torch.from_numpy(np.random.default_rng(i).normal(size=(8, 3, 224, 224)).astype(np.float32))
+                   for i in range(2)]
+    pt8s = quantize(pt32, "static", calibration=calibration)
+    variants["pytorch int8 static (pt2e, compiled)"] = lambda: pt8s(tx)
     fx32 = FlaxViTForImageClassification.from_pretrained(w.folder)
     fx16 = FlaxViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
     jx = jnp.asarray(x)
@@ -1184,7 +1193,7 @@ def main(argv: list[str] | None = None) -> Path:
                                                           results)
         if not args.quick:
             print(f"{label}: bf16 and int8 ...", flush=True)
-            results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds, static_int8=label == "S/16")
+            results.setdefault("low precision (batch 8)", {})[label] = bench_low_precision(w, rounds)
             gc.collect()
     if args.only is None:
         print("image processor ...", flush=True)
