@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 prune = pytest.importorskip("torch.nn.utils.prune")
 
 from vit import ViTConfig, ViTForImageClassification, ViTModel  # noqa: E402
+from vit.pt.fast import FrozenConv2d, PackedLinear  # noqa: E402
 
 
 def tiny(**overrides) -> ViTConfig:
@@ -102,6 +103,10 @@ def test_optimize_for_inference_is_a_frozen_copy():
         torch.testing.assert_close(fast(x).logits, reference, atol=1e-5, rtol=0)
         for p in model.parameters():
             p.data.mul_(0)  # the copy is frozen: the original's edits do not reach it
+        torch.testing.assert_close(fast(x).logits, reference, atol=1e-5, rtol=0)
+        for layer in fast.modules():  # nor do edits of the frozen layers' own weights (the convolution's were shared)
+            if isinstance(layer, (PackedLinear, FrozenConv2d)):
+                layer.weight.data.mul_(0)
         torch.testing.assert_close(fast(x).logits, reference, atol=1e-5, rtol=0)
     assert not fast.training and not any(p.requires_grad for p in fast.parameters())
     assert set(fast.state_dict()) == set(model.state_dict())

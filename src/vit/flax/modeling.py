@@ -146,7 +146,7 @@ def _reduced_dot_backward(equation, residuals, grad):
     grad_a = _product(grad, out, b, rhs, lhs).astype(a.dtype)
     grad_b = _product(a, lhs, grad, out, rhs).astype(b.dtype)
     grad_bias = None
-    if bias is not None:  # autodiff's rounding: the float32 sum, rounded to a.dtype, widened to the bias's dtype
+    if bias is not None:  # on the last axis (Dense); autodiff's rounding: float32 sum, to a.dtype, to bias.dtype
         grad_bias = grad.astype(jnp.float32).reshape(-1, grad.shape[-1]).sum(0).astype(a.dtype).astype(bias.dtype)
     return grad_a, grad_b, grad_bias
 

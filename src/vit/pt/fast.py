@@ -7,8 +7,9 @@ This module is the one place that trades those semantics for speed, and only whe
 The contract of the copy that `optimize_for_inference(model)` returns:
 - It is a deep copy in eval mode, with autograd off (`requires_grad=False`, forward under `inference_mode`).
 - Each `nn.Linear` becomes a `PackedLinear` whose weight was reordered for oneDNN once, when the copy was made,
-  and each `nn.Conv2d` a `FrozenConv2d`. The weights are frozen: editing them (or the original model's) does not change the copy's outputs. Edit
-  the original model and call `optimize_for_inference()` again.
+  and each `nn.Conv2d` a `FrozenConv2d` holding its own copy of the weight. The weights are frozen: editing them
+  (or the original model's) does not change the copy's outputs. Edit the original model and call
+  `optimize_for_inference()` again.
 - The MLP's bias and GELU/ReLU are fused into its first matmul, so a hook on `intermediate_act_fn` of the copy
   does not fire. Hooks on the `PackedLinear` modules do fire.
 - It accepts CPU inputs in the model's dtype only. A float32 copy gives the original model's outputs to float32
@@ -46,6 +47,11 @@ def native_bf16_gemm() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _gemm_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a frozen layer multiplies in: its own, except bf16 on a CPU without bf16 GEMMs (widened, exact)."""
+    return dtype if dtype == torch.float32 or native_bf16_gemm() else torch.float32
+
+
 def _check_input(x: torch.Tensor, dtype: torch.dtype) -> None:
     if x.device.type != "cpu" or x.dtype != dtype:
         raise ValueError(f"An optimize_for_inference() copy of a {dtype} model takes {dtype} CPU inputs, "
@@ -66,8 +72,7 @@ class PackedLinear(nn.Module):
         self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False) if linear.bias is not None else None
         self.dtype = self.weight.dtype
-        native = self.dtype == torch.float32 or native_bf16_gemm()
-        self.gemm_dtype = self.dtype if native else torch.float32
+        self.gemm_dtype = _gemm_dtype(self.dtype)
         self.register_buffer("packed_weight",
                              torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().to(self.gemm_dtype)),
                              persistent=False)
@@ -100,11 +105,11 @@ class FrozenConv2d(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False) if conv.bias is not None else None
         self.dtype = self.weight.dtype
-        native = self.dtype == torch.float32 or native_bf16_gemm()
-        self.gemm_dtype = self.dtype if native else torch.float32
-        self.register_buffer("gemm_weight", self.weight.detach().to(self.gemm_dtype), persistent=False)
-        self.register_buffer("gemm_bias", None if self.bias is None else self.bias.detach().to(self.gemm_dtype),
-                             persistent=False)
+        self.gemm_dtype = _gemm_dtype(self.dtype)
+        # Copies, even in the layer's own dtype: an in-place edit of `weight` must not reach the frozen product.
+        self.register_buffer("gemm_weight", self.weight.detach().to(self.gemm_dtype, copy=True), persistent=False)
+        self.register_buffer("gemm_bias", None if self.bias is None else
+                             self.bias.detach().to(self.gemm_dtype, copy=True), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.dtype)
