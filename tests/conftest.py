@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -78,3 +79,14 @@ BF16_CROSS_FRAMEWORK_REL = 2.5e-2  # any two frameworks in bfloat16 (measured 2.
 BF16_VS_FP32_REL = 2e-2  # each framework in bfloat16 vs its float32 (measured 1.5e-2, PyTorch eager)
 FP16_CROSS_FRAMEWORK_REL = 3e-3  # any two frameworks in float16 (measured 2.1e-3: PyTorch eager vs Flax)
 FP16_VS_FP32_REL = 3e-3  # each framework in float16 vs its float32 (measured 1.3e-3)
+
+
+def compiled_dots(compiled_hlo: str) -> list[tuple[str, str, int]]:
+    """(left element type, right element type, contracted length) of every dot in XLA's optimised HLO text,
+    fusions' bodies included."""
+    shapes = {name: (dtype, [int(n) for n in dims.split(",") if n])
+              for name, dtype, dims in re.findall(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]", compiled_hlo)}
+    found = []
+    for a, b, axis in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\).*?lhs_contracting_dims=\{(\d+)\}", compiled_hlo):
+        found.append((shapes[a][0], shapes[b][0], shapes[a][1][int(axis)]))
+    return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HF, expected
+from conftest import HF, compiled_dots, expected
 
 BF16_GRADIENT_COSINE = 0.9999  # a bf16 gradient with dot's hand-written backward vs autodiff's (measured 0.99999)
 
@@ -180,6 +180,27 @@ def test_bfloat16_products_accumulate_into_float32():
     assert len(dots) >= 6 * model.config.num_hidden_layers
     signatures = {line.rsplit(":", 1)[1].strip() for line in dots}
     assert all("bf16>, tensor<" in sig and sig.endswith("xf32>") for sig in signatures), signatures
+
+
+
+@pytest.mark.parametrize("step", ["forward", "gradient"])
+def test_bfloat16_products_stay_bfloat16_after_xla_optimises(step):
+    """What XLA CPU compiles, not only what it is given: the products keep bf16 operands, attention's included.
+    Without row-major operands, XLA folded the head split's transpose (and, in the backward pass, the context
+    gradient's) into q kᵀ and probs v and widened their operands to float32, which runs at the float32 rate.
+    The one exception is the classifier's weight gradient, which contracts over the batch's few images: XLA CPU runs
+    that sliver in float32."""
+    model = classifier(dtype=jnp.bfloat16)
+    e = expected("classification")
+    images = len(e["pixel_values"])
+    if step == "forward":
+        compiled = jax.jit(lambda v: model(v).logits).lower(e["pixel_values"]).compile()
+    else:
+        loss = jax.grad(lambda p: model(e["pixel_values"], labels=e["labels"], params=p).loss)
+        compiled = jax.jit(loss).lower(model.params).compile()
+    dtypes = [(a, b) for a, b, contracted in compiled_dots(compiled.as_text()) if contracted != images]
+    assert len(dtypes) >= 8 * model.config.num_hidden_layers  # six projections and two attention products a block
+    assert set(dtypes) == {("bf16", "bf16")}, dtypes
 
 
 # (equation, a's shape, b's shape, bias): the products the model's `dot` computes, dense and attention's.

@@ -48,9 +48,11 @@ def int8(digits):
     return quantize(digits[0], "dynamic")
 
 
-def test_int8_accuracy_on_held_out_digits(digits, int8):
+@pytest.mark.parametrize("attention_dtype", [None, "bfloat16"])
+def test_int8_accuracy_on_held_out_digits(digits, int8, attention_dtype):
     _, pixels, labels, fp32 = digits
-    logits = np.asarray(int8(pixels).logits)
+    copy = int8 if attention_dtype is None else quantize(digits[0], "dynamic", attention_dtype=attention_dtype)
+    logits = np.asarray(copy(pixels).logits)
     fp32_accuracy = float((fp32.argmax(-1) == labels).mean())
     accuracy = float((logits.argmax(-1) == labels).mean())
     agreement = float((logits.argmax(-1) == fp32.argmax(-1)).mean())
@@ -102,6 +104,24 @@ def test_traced_copy_runs_the_encoder_matmuls_on_int8(tiny_config):
     # the patch projection, Q·Kᵀ and probs·V of every block, the classifier
     assert products.count(("float32", "float32", "float32")) == 1 + 2 * layers + 1
     assert len(products) == 6 * layers + 2 + 2 * layers
+
+
+def test_bfloat16_attention_runs_attention_products_in_bfloat16(tiny_config):
+    """attention_dtype=bfloat16: q kᵀ and probs v are bf16 x bf16 -> float32; the projections stay int8, the rest
+    float32; and it changes the logits, so the option is not ignored."""
+    from vit import FlaxViTForImageClassification
+
+    model = FlaxViTForImageClassification(tiny_config)
+    copy = quantize(model, "dynamic", attention_dtype=jnp.bfloat16)
+    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    products = dot_generals(jax.make_jaxpr(lambda v: copy(v).logits)(x).jaxpr)
+    layers = tiny_config.num_hidden_layers
+    assert products.count(("int8", "int8", "int32")) == 6 * layers
+    assert products.count(("bfloat16", "bfloat16", "float32")) == 2 * layers
+    assert products.count(("float32", "float32", "float32")) == 2  # the patch projection and the classifier
+    logits = np.asarray(copy(x).logits)
+    assert logits.dtype == np.float32
+    assert not np.array_equal(logits, np.asarray(quantize(model, "dynamic")(x).logits))
 
 
 def test_weights_are_quantised_per_output_channel():
@@ -183,6 +203,8 @@ def test_bad_requests_raise_clear_errors(digits, int8, tiny_config):
         quantize(FlaxViTForImageClassification(tiny_config, dtype="bfloat16"), "dynamic")
     with pytest.raises(ValueError, match="float32 model"):
         quantize(FlaxViTForImageClassification(tiny_config, param_dtype="bfloat16"), "dynamic")
+    with pytest.raises(ValueError, match="float32 \\(None\\) or bfloat16"):
+        quantize(model, "dynamic", attention_dtype="float16")
     with pytest.raises(ValueError, match="already an int8 copy"):
         quantize(int8, "dynamic")
     pytest.importorskip("torch")

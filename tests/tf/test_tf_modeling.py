@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import HF, expected
+from conftest import HF, compiled_dots, expected
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -204,6 +204,37 @@ def test_bfloat16_under_xla_multiplies_bf16_into_float32():
     assert len(dots) >= 6 * model.config.num_hidden_layers, hlo[:2000]
     bf16_into_f32 = re.compile(r"= f32\[[^\]]*\]\S* dot\(bf16\[[^\]]*\]\S* %\S+, bf16\[")
     assert all(bf16_into_f32.search(line) for line in dots), dots
+
+
+@pytest.mark.parametrize("step", ["forward", "gradient"])
+def test_bfloat16_products_stay_bfloat16_after_xla_optimises(step):
+    """What XLA CPU compiles, not only what it is given: the products keep bf16 operands, attention's included.
+    Without row-major operands, XLA folded the head split's transpose (and, in the backward pass, the context
+    gradient's) into q kᵀ and probs v and widened their operands to float32, which runs at the float32 rate.
+    The one exception is the classifier's weight gradient, which contracts over the batch's few images: XLA CPU runs
+    that sliver in float32."""
+    e = expected("classification")
+    x, y = tf.constant(e["pixel_values"]), tf.constant(e["labels"])
+    if step == "forward":
+        model = TFViTForImageClassification.from_pretrained(HF / "classification" / "safetensors", dtype="bfloat16")
+        compiled = tf.function(lambda v: model(v).logits, jit_compile=True).experimental_get_compiler_ir(x)
+    else:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model = classifier()
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                loss = model(x, labels=y, training=True).loss
+            return tape.gradient(loss, model.trainable_variables)
+
+        compiled = tf.function(gradients, jit_compile=True).experimental_get_compiler_ir(x, y)
+    dots = compiled_dots(compiled(stage="optimized_hlo"))
+    dtypes = [(a, b) for a, b, contracted in dots if contracted != len(e["pixel_values"])]
+    assert len(dtypes) >= 6 * model.config.num_hidden_layers  # four projections (q, k, v in one) and attention's two
+    assert set(dtypes) == {("bf16", "bf16")}, dtypes
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -183,8 +183,9 @@ def _product(x: jax.Array, x_axes: str, y: jax.Array, y_axes: str, out_axes: str
 
     options = [(layouts(x_axes, y_axes), (x, x_axes), (y, y_axes)), (layouts(y_axes, x_axes), (y, y_axes), (x, x_axes))]
     (_, left, right, natural), (lhs, lhs_axes), (rhs, rhs_axes) = min(options, key=lambda option: option[0][0])
-    product = jnp.einsum(f"{left},{right}->{natural}", _laid_out(lhs, lhs_axes, left),
-                         _laid_out(rhs, rhs_axes, right), preferred_element_type=jnp.float32)
+    # Row-major even where no copy is needed: XLA would otherwise fold a neighbouring transpose into the dot.
+    product = jnp.einsum(f"{left},{right}->{natural}", _row_major(_laid_out(lhs, lhs_axes, left)),
+                         _row_major(_laid_out(rhs, rhs_axes, right)), preferred_element_type=jnp.float32)
     return _laid_out(product, natural, out_axes)
 
 
@@ -368,6 +369,9 @@ class FlaxViTSelfAttention(nnx.Module):
         self.key = Dense(d, d, config.qkv_bias, **kw)
         self.value = Dense(d, d, config.qkv_bias, **kw)
         self.dropout_rate = config.attention_probs_dropout_prob
+        # The dtype of attention's two products when it is not the projections' (None: theirs). vit.flax.quantize
+        # sets bfloat16 on request in its int8 copy, whose projections return float32.
+        self.attention_dtype = None
 
     def split_heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -375,16 +379,23 @@ class FlaxViTSelfAttention(nnx.Module):
     def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
         q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
+        if self.attention_dtype is not None:
+            q, k, v = (x.astype(self.attention_dtype) for x in (q, k, v))
+        if q.dtype != jnp.float32:
+            # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to
+            # float32, running q kᵀ and probs v at the float32 rate. Row-major operands keep them
+            # bf16 x bf16 -> f32 (tests/flax/test_flax_modeling.py; the README's performance section).
+            q, k, v = (_row_major(x) for x in (q, k, v))
         plain = head_mask is None and not output_attentions and (rngs is None or not self.dropout_rate)
         long = q.shape[2] >= HEAD_LOOP_MIN_TOKENS
         if plain and long and _HEAD_LOOP_ALLOWED.get() and jax.default_backend() == "cpu":
-            context = attention_per_head(q, k, v).transpose(0, 2, 1, 3)
+            context = attention_per_head(q, k, v).transpose(0, 2, 1, 3).astype(hidden_states.dtype)
             return context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim), None
         probs = attention_probs(q, k)
         dropped = dropout(probs, self.dropout_rate, rngs)
         if head_mask is not None:
             dropped = dropped * head_mask.astype(dropped.dtype)
-        context = dot("...qk,...kd->...qd", dropped, v).transpose(0, 2, 1, 3)
+        context = dot("...qk,...kd->...qd", dropped, v).transpose(0, 2, 1, 3).astype(hidden_states.dtype)
         context = context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim)
         return context, probs if output_attentions else None
 

@@ -103,7 +103,9 @@ def _xla_matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool) -> tf.Tensor:
     @tf.custom_gradient
     def matmul(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, Any]:
         def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            upstream = tf.cast(upstream, a.dtype)  # exact: the cotangent of a value rounded to a.dtype
+            # Exact: the cotangent of a value rounded to a.dtype. Row-major, or XLA folds the transpose that brought
+            # it here (attention's head split) into the products and widens them to float32.
+            upstream = _row_major(tf.cast(upstream, a.dtype))
             grad_a = _product32(upstream, b, adj_y=not transpose_b)
             x, g = a, upstream
             if b.shape.rank == 2 and a.shape.rank > 2:  # a weight: its gradient sums over every row of the batch
@@ -139,6 +141,17 @@ def _row_major(x: tf.Tensor) -> tf.Tensor:
     """x, kept in row-major layout: XLA would otherwise fold a transpose next to a dot into the dot's dimension
     order, which is the slow form (a flat view of x passes an optimization barrier)."""
     return tf.reshape(tf2xla.optimization_barrier(tf.reshape(x, [-1])), tf.shape(x))
+
+
+def _row_major_operand(x: tf.Tensor) -> tf.Tensor:
+    """`_row_major` for a forward-pass operand under XLA, with a gradient: the optimization barrier has none, and
+    the identity's gradient passes the same barrier."""
+
+    @tf.custom_gradient
+    def barrier(x: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        return _row_major(x), _row_major
+
+    return barrier(x)
 
 
 def _heads_first(x: tf.Tensor) -> tf.Tensor:
@@ -371,12 +384,18 @@ class TFViTSelfAttention(keras.layers.Layer):
         if plain and long and _HEAD_LOOP_ALLOWED.get() and not tf.config.list_logical_devices("GPU"):
             context = attention_per_head(q, k, v)
             return tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)), None
-        scores = _matmul32(_heads_first(q), _heads_first(k), transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
+        q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
+        if q.dtype != tf.float32 and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+            # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to
+            # float32, running q kᵀ and probs v at the float32 rate. Row-major operands keep them
+            # bf16 x bf16 -> f32 (tests/tf/test_tf_modeling.py; the README's performance section).
+            q, k, v = _row_major_operand(q), _row_major_operand(k), _row_major_operand(v)
+        scores = _matmul32(q, k, transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         probs = _softmax32(scores)
         dropped = self.dropout(probs, training=training)
         if head_mask is not None:
             dropped = dropped * tf.cast(head_mask, dropped.dtype)
-        context = _heads_first(_matmul32(dropped, _heads_first(v)))
+        context = _heads_first(_matmul32(dropped, v))
         context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
         return context, probs if output_attentions else None
 
