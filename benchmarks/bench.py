@@ -1082,6 +1082,8 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
     variants["flax bf16"] = lambda: fx16(jx).logits.block_until_ready()
     fx8 = quantize_flax(fx32, "dynamic")
     variants["flax int8 dynamic"] = lambda: fx8(jx).logits.block_until_ready()
+    fx8_bf16 = quantize_flax(fx32, "dynamic", attention_dtype=jnp.bfloat16)
+    variants["flax int8 dynamic, bf16 attention"] = lambda: fx8_bf16(jx).logits.block_until_ready()
     tf32 = TFViTForImageClassification.from_pretrained(w.folder)
     tf16 = TFViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
     tf32_xla = tf.function(lambda v: tf32(v).logits, jit_compile=True)
@@ -1100,7 +1102,7 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
     out["ratios"] = {
         f"{name} / {base}": model_rates[name] / model_rates[base] for name, base in (
             ("pytorch bf16", "pytorch fp32"), ("pytorch int8 dynamic", "pytorch fp32"),
-            ("flax int8 dynamic", "flax fp32"),
+            ("flax int8 dynamic", "flax fp32"), ("flax int8 dynamic, bf16 attention", "flax fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),

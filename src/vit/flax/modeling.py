@@ -142,6 +142,9 @@ def _reduced_dot_forward(equation, a, b, bias):
 
 def _reduced_dot_backward(equation, residuals, grad):
     a, b, bias = residuals
+    # Row-major, or XLA folds the transpose that brought the cotangent here (attention's head split) into the
+    # products and widens them to float32.
+    grad = _row_major(grad)
     lhs, rhs, out = equation.replace("->", ",").split(",")
     grad_a = _product(grad, out, b, rhs, lhs).astype(a.dtype)
     grad_b = _product(a, lhs, grad, out, rhs).astype(b.dtype)
@@ -183,9 +186,8 @@ def _product(x: jax.Array, x_axes: str, y: jax.Array, y_axes: str, out_axes: str
 
     options = [(layouts(x_axes, y_axes), (x, x_axes), (y, y_axes)), (layouts(y_axes, x_axes), (y, y_axes), (x, x_axes))]
     (_, left, right, natural), (lhs, lhs_axes), (rhs, rhs_axes) = min(options, key=lambda option: option[0][0])
-    # Row-major even where no copy is needed: XLA would otherwise fold a neighbouring transpose into the dot.
-    product = jnp.einsum(f"{left},{right}->{natural}", _row_major(_laid_out(lhs, lhs_axes, left)),
-                         _row_major(_laid_out(rhs, rhs_axes, right)), preferred_element_type=jnp.float32)
+    product = jnp.einsum(f"{left},{right}->{natural}", _laid_out(lhs, lhs_axes, left),
+                         _laid_out(rhs, rhs_axes, right), preferred_element_type=jnp.float32)
     return _laid_out(product, natural, out_axes)
 
 

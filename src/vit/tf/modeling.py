@@ -103,9 +103,7 @@ def _xla_matmul32(a: tf.Tensor, b: tf.Tensor, transpose_b: bool) -> tf.Tensor:
     @tf.custom_gradient
     def matmul(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, Any]:
         def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            # Exact: the cotangent of a value rounded to a.dtype. Row-major, or XLA folds the transpose that brought
-            # it here (attention's head split) into the products and widens them to float32.
-            upstream = _row_major(tf.cast(upstream, a.dtype))
+            upstream = tf.cast(upstream, a.dtype)  # exact: the cotangent of a value rounded to a.dtype
             grad_a = _product32(upstream, b, adj_y=not transpose_b)
             x, g = a, upstream
             if b.shape.rank == 2 and a.shape.rank > 2:  # a weight: its gradient sums over every row of the batch
@@ -385,17 +383,19 @@ class TFViTSelfAttention(keras.layers.Layer):
             context = attention_per_head(q, k, v)
             return tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim)), None
         q, k, v = _heads_first(q), _heads_first(k), _heads_first(v)
-        if q.dtype != tf.float32 and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-            # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to
-            # float32, running q kᵀ and probs v at the float32 rate. Row-major operands keep them
-            # bf16 x bf16 -> f32 (tests/tf/test_tf_modeling.py; the README's performance section).
+        # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to float32,
+        # running q kᵀ and probs v at the float32 rate: row-major q, k and v keep them bf16 x bf16 -> f32, and a
+        # row-major context does the same for its gradient's products (tests/tf/test_tf_modeling.py).
+        keep_layout = q.dtype != tf.float32 and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+        if keep_layout:
             q, k, v = _row_major_operand(q), _row_major_operand(k), _row_major_operand(v)
         scores = _matmul32(q, k, transpose_b=True) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         probs = _softmax32(scores)
         dropped = self.dropout(probs, training=training)
         if head_mask is not None:
             dropped = dropped * tf.cast(head_mask, dropped.dtype)
-        context = _heads_first(_matmul32(dropped, v))
+        context = _matmul32(dropped, v)
+        context = _heads_first(_row_major_operand(context) if keep_layout else context)
         context = tf.reshape(context, (tf.shape(context)[0], -1, self.num_heads * self.head_dim))
         return context, probs if output_attentions else None
 
