@@ -120,6 +120,15 @@ def test_a_partial_run_says_which_sections_it_ran(report):
     assert "| ours PyTorch | 12.0 | — |" in text
 
 
+def test_a_ratio_just_below_its_target_does_not_read_as_the_target(report):
+    """0.998 against a target of 1.0 used to read "1.00 ✗ (missed)": the miss shows its third decimal now."""
+    results = {"inference": {"S/16": {"pytorch": {"batch 8": {"ours": 9.98, "HF SDPA": 10.0}}},
+                             "B/16": {"pytorch": {"batch 8": {"ours": 10.0, "HF SDPA": 10.0}}}}}
+    rows = report.target_rows(results)
+    assert "| PyTorch eager, default | ViT-S/16 | 10.0 | 10.0 | 0.998 | ≥ 1.0 ✗ (missed) |" in rows
+    assert "| PyTorch eager, default | ViT-B/16 | 10.0 | 10.0 | 1.00 | ≥ 1.0 ✓ |" in rows
+
+
 def test_markdown_table_gives_the_header_the_rule_and_one_line_per_row(report):
     import doctest
 

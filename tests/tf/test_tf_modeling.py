@@ -208,11 +208,10 @@ def test_bfloat16_under_xla_multiplies_bf16_into_float32():
 
 @pytest.mark.parametrize("step", ["forward", "gradient"])
 def test_bfloat16_products_stay_bfloat16_after_xla_optimises(step):
-    """What XLA CPU compiles, not only what it is given: the products keep bf16 operands, attention's included.
-    Without row-major operands, XLA folded the head split's transpose (and, in the backward pass, the context
-    gradient's) into q kᵀ and probs v and widened their operands to float32, which runs at the float32 rate.
-    The one exception is the classifier's weight gradient, which contracts over the batch's few images: XLA CPU runs
-    that sliver in float32."""
+    """The compiled twin of the test above, as in tests/flax/test_flax_modeling.py: after XLA's optimiser, every
+    product but the classifier's weight gradient (a sliver over the batch's few images) still has bf16 operands.
+    Attention's products and their gradients were widened to float32 until q, k, v and the context were kept
+    row-major."""
     e = expected("classification")
     x, y = tf.constant(e["pixel_values"]), tf.constant(e["labels"])
     if step == "forward":
