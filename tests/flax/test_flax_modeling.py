@@ -182,7 +182,6 @@ def test_bfloat16_products_accumulate_into_float32():
     assert all("bf16>, tensor<" in sig and sig.endswith("xf32>") for sig in signatures), signatures
 
 
-
 @pytest.mark.parametrize("step", ["forward", "gradient"])
 def test_bfloat16_products_stay_bfloat16_after_xla_optimises(step):
     """What XLA CPU compiles, not only what it is given: the products keep bf16 operands, attention's included.

@@ -142,9 +142,6 @@ def _reduced_dot_forward(equation, a, b, bias):
 
 def _reduced_dot_backward(equation, residuals, grad):
     a, b, bias = residuals
-    # Row-major, or XLA folds the transpose that brought the cotangent here (attention's head split) into the
-    # products and widens them to float32.
-    grad = _row_major(grad)
     lhs, rhs, out = equation.replace("->", ",").split(",")
     grad_a = _product(grad, out, b, rhs, lhs).astype(a.dtype)
     grad_b = _product(a, lhs, grad, out, rhs).astype(b.dtype)
@@ -383,10 +380,11 @@ class FlaxViTSelfAttention(nnx.Module):
         q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
         if self.attention_dtype is not None:
             q, k, v = (x.astype(self.attention_dtype) for x in (q, k, v))
-        if q.dtype != jnp.float32:
-            # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to
-            # float32, running q kᵀ and probs v at the float32 rate. Row-major operands keep them
-            # bf16 x bf16 -> f32 (tests/flax/test_flax_modeling.py; the README's performance section).
+        # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to float32,
+        # running q kᵀ and probs v at the float32 rate: row-major q, k and v keep them bf16 x bf16 -> f32, and a
+        # row-major context does the same for its gradient's products (tests/flax/test_flax_modeling.py).
+        keep_layout = q.dtype != jnp.float32
+        if keep_layout:
             q, k, v = (_row_major(x) for x in (q, k, v))
         plain = head_mask is None and not output_attentions and (rngs is None or not self.dropout_rate)
         long = q.shape[2] >= HEAD_LOOP_MIN_TOKENS
@@ -397,7 +395,8 @@ class FlaxViTSelfAttention(nnx.Module):
         dropped = dropout(probs, self.dropout_rate, rngs)
         if head_mask is not None:
             dropped = dropped * head_mask.astype(dropped.dtype)
-        context = dot("...qk,...kd->...qd", dropped, v).transpose(0, 2, 1, 3).astype(hidden_states.dtype)
+        context = dot("...qk,...kd->...qd", dropped, v)
+        context = (_row_major(context) if keep_layout else context).transpose(0, 2, 1, 3).astype(hidden_states.dtype)
         context = context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim)
         return context, probs if output_attentions else None
 

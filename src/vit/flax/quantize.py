@@ -19,7 +19,7 @@ every `nn.Linear`, heads included; here the encoder carries all of the cost and 
 
 `attention_dtype=jnp.bfloat16` runs attention's two products (q kᵀ and probs v) as bf16 x bf16 -> float32, with the
 softmax still in float32. They are the largest float32 products left in the copy. On a CPU with bf16 units (AVX512-BF16,
-AMX) this made the copy of ViT-S/16 about 1.25x faster (`make bench`). Where there are none, XLA runs the
+AMX) this made the copy 1.10-1.13x faster (ViT-B/16, ViT-S/16; `make bench` on a 2-core AMX Xeon). Where there are none, XLA runs the
 products in float32 after a conversion, so this option buys nothing there.
 
 The copy is an instance of a subclass of the model's class (`isinstance(copy, type(model))`), takes the same
