@@ -368,18 +368,17 @@ class FlaxViTSelfAttention(nnx.Module):
         self.key = Dense(d, d, config.qkv_bias, **kw)
         self.value = Dense(d, d, config.qkv_bias, **kw)
         self.dropout_rate = config.attention_probs_dropout_prob
-        # The dtype of attention's two products when it is not the projections' (None: theirs). vit.flax.quantize
-        # sets bfloat16 on request in its int8 copy, whose projections return float32.
-        self.attention_dtype = None
 
     def split_heads(self, x: jax.Array) -> jax.Array:
         return x.reshape(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
+    def project(self, hidden_states: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Query, key and value, each (batch, heads, tokens, head_dim). vit.flax.quantize's int8 copy overrides it."""
+        return tuple(self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
+
     def __call__(self, hidden_states: jax.Array, head_mask: jax.Array | None = None, output_attentions: bool = False,
                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
-        q, k, v = (self.split_heads(layer(hidden_states)) for layer in (self.query, self.key, self.value))
-        if self.attention_dtype is not None:
-            q, k, v = (x.astype(self.attention_dtype) for x in (q, k, v))
+        q, k, v = self.project(hidden_states)
         # XLA CPU would fold the head split's transpose into the products and widen their bf16 operands to float32,
         # running q kᵀ and probs v at the float32 rate: row-major q, k and v keep them bf16 x bf16 -> f32, and a
         # row-major context does the same for its gradient's products (tests/flax/test_flax_modeling.py).
