@@ -1019,6 +1019,7 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
     from vit.cpu import cpu_flags
     from vit.flax.quantize import quantize as quantize_flax
     from vit.pt.quantize import quantize
+    from vit.tf.quantize import quantize as quantize_tf
 
     flags = cpu_flags()
     out: dict = {"cpu low-precision instructions": {isa: isa in flags for isa in (
@@ -1045,6 +1046,8 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
     tf_xla = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
     tfa16, tfb16 = tf.cast(tfa, tf.bfloat16), tf.cast(tfb, tf.bfloat16)
     tf_xla32 = tf.function(lambda x, y: tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=tf.float32), jit_compile=True)
+    tfi8a, tfi8b = tf.constant(np.asarray(ia)), tf.constant(np.asarray(ib))
+    tf_int8 = tf.function(lambda x, y: tf.linalg.matmul(x, y, output_type=tf.int32), jit_compile=True)
     with torch.inference_mode():
         rates = timed_rounds({
             "torch fp32": lambda: linear(ta), "torch bf16": lambda: torch.matmul(ta.bfloat16(), tb.bfloat16()),
@@ -1057,6 +1060,7 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
             "tf bf16 graph (oneDNN)": lambda: tf_graph(tfa16, tfb16).numpy(),
             "tf fp32 XLA": lambda: tf_xla(tfa, tfb).numpy(), "tf bf16 XLA": lambda: tf_xla(tfa16, tfb16).numpy(),
             "tf bf16 -> f32 XLA": lambda: tf_xla32(tfa16, tfb16).numpy(),
+            "tf int8 XLA (-> int32)": lambda: tf_int8(tfi8a, tfi8b).numpy(),
         }, images=1, rounds=rounds, min_seconds=0.2)
     out[f"matmul GFLOP/s ({m}x{k} @ {k}x{n})"] = {name: rate * 2 * m * k * n / 1e9 for name, rate in rates.items()}
 
@@ -1090,10 +1094,15 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
     tf16_xla = tf.function(lambda v: tf16(v).logits, jit_compile=True)
     tf16_graph = tf.function(lambda v: tf16(v).logits)
     tf32_graph = tf.function(lambda v: tf32(v).logits)
+    tf8, tf8_bf16 = quantize_tf(tf32, "dynamic"), quantize_tf(tf32, "dynamic", attention_dtype=tf.bfloat16)
+    tf8_xla = tf.function(lambda v: tf8(v).logits, jit_compile=True)
+    tf8_bf16_xla = tf.function(lambda v: tf8_bf16(v).logits, jit_compile=True)
     tfx = tf.constant(x)
     variants.update({"tensorflow fp32 XLA": lambda: tf32_xla(tfx).numpy(), "tensorflow bf16 XLA": lambda: tf16_xla(tfx).numpy(),
                      "tensorflow fp32 graph": lambda: tf32_graph(tfx).numpy(),
-                     "tensorflow bf16 graph": lambda: tf16_graph(tfx).numpy()})
+                     "tensorflow bf16 graph": lambda: tf16_graph(tfx).numpy(),
+                     "tensorflow int8 dynamic XLA": lambda: tf8_xla(tfx).numpy(),
+                     "tensorflow int8 dynamic XLA, bf16 attention": lambda: tf8_bf16_xla(tfx).numpy()})
     if importlib.util.find_spec("ai_edge_litert") is not None:  # TensorFlow's int8 path: `vit export tflite`
         variants.update(litert_variants(w, x))
     with torch.inference_mode():
@@ -1109,6 +1118,8 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
             ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"),
             ("pytorch int8 dynamic", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"),
+            ("tensorflow int8 dynamic XLA", "tensorflow fp32 XLA"),
+            ("tensorflow int8 dynamic XLA, bf16 attention", "tensorflow fp32 XLA"),
             ("tensorflow int8 LiteRT (dynamic range)", "tensorflow fp32 XLA"),
             ("tensorflow int8 LiteRT (dynamic range)", "tensorflow fp32 LiteRT"))
         if name in model_rates and base in model_rates}

@@ -48,3 +48,12 @@ def test_each_framework_loads_every_format_with_the_others_blocked(cls, blocked,
         "print(tuple(model(np.zeros((1, 3, 32, 32), np.float32)).logits.shape))\n"
     )
     assert python(code).splitlines()[-1] == "(1, 10)"
+
+
+@pytest.mark.parametrize("module, blocked", [
+    ("vit.quantization", ("torch", "tensorflow", "keras", "jax", "flax")),
+    ("vit.tf.quantize", ("torch", "jax", "flax")),
+    ("vit.flax.quantize", ("torch", "tensorflow", "keras")),
+])
+def test_int8_copies_import_only_their_framework(module, blocked):
+    assert python(BLOCKED.format(blocked=blocked) + f"import {module}\nprint('imported')\n").splitlines()[-1] == "imported"

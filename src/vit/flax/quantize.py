@@ -60,22 +60,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..quantization import INT8_MAX, Int8Copy, fused_kernel, int8_class
 from .modeling import Dense, FlaxViTPreTrainedModel, FlaxViTSelfAttention, _ConvProjection, _state_to_params
 
 MODES = ("dynamic",)
-INT8_MAX = 127  # symmetric int8: [-127, 127], so that -x is representable for every x
 
 
 class Int8Weight(nnx.Variable):
     """A quantised weight or its scales: a separate variable type, so that nothing treats it as a trainable Param."""
-
-
-def quantize_per_output_channel(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A float (in, out) kernel as int8 (in, out) and one float32 scale per output column: kernel ≈ int8 * scale."""
-    kernel = np.asarray(kernel, np.float32)
-    amax = np.abs(kernel).max(axis=0)
-    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)  # an all-zero column stays zero
-    return np.clip(np.rint(kernel / scale), -INT8_MAX, INT8_MAX).astype(np.int8), scale
 
 
 class Int8Dense(nnx.Module):
@@ -93,11 +85,8 @@ class Int8Dense(nnx.Module):
     def from_dense(cls, *denses: Dense | _ConvProjection) -> Int8Dense:
         """One int8 layer computing the given float layers' outputs side by side (a conv kernel (h, w, in, out)
         as the (h * w * in, out) matmul `_ConvProjection` runs)."""
-        kernels = [np.asarray(dense.kernel[...], np.float32) for dense in denses]
-        kernel, scale = quantize_per_output_channel(np.concatenate([k.reshape(-1, k.shape[-1]) for k in kernels], 1))
-        # Layers fused here come from one config (query, key, value): they all have a bias or none has.
-        bias = None if denses[0].bias is None else np.concatenate([np.asarray(d.bias[...], np.float32) for d in denses])
-        return cls(kernel, scale, bias)
+        return cls(*fused_kernel([np.asarray(dense.kernel[...]) for dense in denses],
+                                 [None if dense.bias is None else np.asarray(dense.bias[...]) for dense in denses]))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         flat = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
@@ -135,8 +124,10 @@ class Int8SelfAttention(FlaxViTSelfAttention):
         return q, k, v
 
 
-class Int8Inference:
+class Int8Inference(Int8Copy):
     """Mixed into the int8 copy's class (see `quantize`): inference only, frozen, never saved."""
+
+    quantize_module = __name__
 
     def _run(self, pixel_values, inputs: dict, *, params, train, **kwargs: Any):
         if train:
@@ -148,32 +139,7 @@ class Int8Inference:
         return super()._run(pixel_values, inputs, params=None, train=False, **kwargs)
 
     def canonical_state_dict(self, params: dict | None = None) -> dict[str, np.ndarray]:
-        raise NotImplementedError(
-            f"{type(self).__name__} is an int8 copy made by vit.flax.quantize.quantize(): the parameter table has no "
-            "int8 kernels, so it cannot be saved or converted. Save the float32 model it was made from, and "
-            "quantize() again after loading it.")
-
-    def load_canonical_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError(
-            f"{type(self).__name__} is a frozen int8 copy: load the weights into the float32 model and quantize() "
-            "it again.")
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any):
-        raise NotImplementedError(
-            f"{cls.__name__} is made by vit.flax.quantize.quantize(), not loaded: load the float32 class with "
-            "from_pretrained, then quantize() it.")
-
-
-_INT8_CLASSES: dict[type, type] = {}
-
-
-def _int8_class(cls: type) -> type:
-    """One int8 subclass per model class, so that isinstance(copy, type(model)) holds."""
-    if cls not in _INT8_CLASSES:
-        _INT8_CLASSES[cls] = type(f"Int8{cls.__name__}", (Int8Inference, cls),
-                                  {"__module__": __name__, "__doc__": f"An int8 copy of {cls.__name__} (see quantize)."})
-    return _INT8_CLASSES[cls]
+        raise self.not_saveable()
 
 
 def _check_model(model: FlaxViTPreTrainedModel) -> None:
@@ -231,7 +197,7 @@ def quantize(model: FlaxViTPreTrainedModel, mode: str = "dynamic", attention_dty
         if getattr(node, "config", None) is model.config:
             node.config = config
     graphdef, state = nnx.split(network)
-    copy = object.__new__(_int8_class(type(model)))
+    copy = object.__new__(int8_class(Int8Inference, type(model)))
     copy.__dict__.update(model.__dict__)
     copy.config = config
     copy._network_kwargs = dict(model._network_kwargs)

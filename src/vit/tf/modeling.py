@@ -367,15 +367,19 @@ class TFViTSelfAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob)
         self.built = True
 
-    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
-             training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
-        # One matmul for query, key and value instead of three.
+    def project(self, hidden_states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Query, key and value, each (batch, tokens, heads, head_dim), from one matmul instead of three.
+        vit.tf.quantize's int8 copy overrides it."""
         layers = (self.query, self.key, self.value)
         qkv = _matmul32(hidden_states, tf.concat([layer.kernel for layer in layers], axis=1))
         if self.query.bias is not None:
             qkv = qkv + tf.concat([layer.bias for layer in layers], axis=0)
         qkv = tf.reshape(qkv, (tf.shape(qkv)[0], -1, 3, self.num_heads, self.head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+    def call(self, hidden_states: tf.Tensor, head_mask: tf.Tensor | None = None, output_attentions: bool = False,
+             training: bool = False) -> tuple[tf.Tensor, tf.Tensor | None]:
+        q, k, v = self.project(hidden_states)
         plain = head_mask is None and not output_attentions and not (training and self.dropout.rate)
         tokens = hidden_states.shape[1]  # None when the image size is left dynamic: then one batched matmul
         long = tokens is not None and tokens >= HEAD_LOOP_MIN_TOKENS
