@@ -1079,6 +1079,8 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
                    for i in range(2)]
     pt8s = quantize(pt32, "static", calibration=calibration)
     variants["pytorch int8 static (pt2e, compiled)"] = lambda: pt8s(tx)
+    pt8d = quantize(pt32, "dynamic", flow="pt2e")
+    variants["pytorch int8 dynamic (pt2e, compiled)"] = lambda: pt8d(tx)
     fx32 = FlaxViTForImageClassification.from_pretrained(w.folder)
     fx16 = FlaxViTForImageClassification.from_pretrained(w.folder, dtype="bfloat16")
     jx = jnp.asarray(x)
@@ -1114,7 +1116,8 @@ def bench_low_precision(w: Weights, rounds: int) -> dict:
             ("flax int8 dynamic", "flax fp32"), ("flax int8 dynamic, bf16 attention", "flax fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32"),
             ("pytorch bf16 optimize_for_inference", "pytorch fp32 optimize_for_inference"),
-            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
+            ("pytorch int8 static (pt2e, compiled)", "pytorch fp32"),
+            ("pytorch int8 dynamic (pt2e, compiled)", "pytorch fp32"), ("flax bf16", "flax fp32"),
             ("tensorflow bf16 XLA", "tensorflow fp32 XLA"), ("tensorflow bf16 graph", "tensorflow fp32 graph"),
             ("pytorch int8 dynamic", "pytorch fp32 optimize_for_inference"),
             ("pytorch int8 static (pt2e, compiled)", "pytorch fp32 optimize_for_inference"),

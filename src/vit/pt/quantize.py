@@ -1,17 +1,23 @@
 """`quantize()`: an int8 copy of a PyTorch ViT for CPU inference, dynamic or static.
 
-Two routes, because on x86 CPUs they differ in what they cost and what they give back:
+`mode` says where the activations' int8 scales come from; `flow` says which PyTorch machinery makes the copy:
 
-- `mode="dynamic"`: every `nn.Linear` becomes PyTorch's dynamically quantised linear (fbgemm on x86): int8 weights
-  with one scale per output channel, activations quantised per batch at run time, int32 accumulation. The
-  copy is still the same model class, returns the same output dataclass, and its other modules (LayerNorm,
-  softmax, GELU, the patch convolution) run in float32 as before. No calibration data is needed.
-- `mode="static"`: the PyTorch 2 export quantisation flow (torchao's `prepare_pt2e`/`convert_pt2e` with
-  `X86InductorQuantizer`): the model is exported with `torch.export`, observers are calibrated on the
-  `calibration` batches you pass, and activations get fixed int8 scales from them. With `compile=True` (the
-  default) the result is lowered by `torch.compile` (inductor) to oneDNN int8 kernels, which takes minutes
-  on a small CPU and happens on the first call; with `compile=False` it runs PyTorch's reference
-  quantise/dequantise ops (the same int8 numbers, no speed-up). It needs `pip install torchao`.
+- `mode="dynamic"` quantises activations per batch at run time; no calibration data is needed. Two flows:
+  - `flow="eager"` (the default for dynamic): every `nn.Linear` becomes PyTorch's dynamically quantised linear
+    (fbgemm on x86): int8 weights with one scale per output channel, int32 accumulation. The copy is still the
+    same model class, returns the same output dataclass, and its other modules (LayerNorm, softmax, GELU, the
+    patch convolution) run in float32 as before. It is made at once and runs in eager mode.
+  - `flow="pt2e"`: the PyTorch 2 export quantisation flow below, with `X86InductorQuantizer`'s dynamic
+    configuration. Once compiled it runs oneDNN's int8 GEMMs with the activations' scales computed per call; on a
+    CPU with AMX it is much faster than the eager flow (`make bench`).
+- `mode="static"` (the pt2e flow only): activations get fixed int8 scales, calibrated on the `calibration`
+  batches you pass.
+
+The pt2e flow is torchao's `prepare_pt2e`/`convert_pt2e` with `X86InductorQuantizer`: the model is exported
+with `torch.export` and quantised as a graph. With `compile=True` (the default) the graph is lowered by
+`torch.compile` (inductor) to oneDNN int8 kernels, which takes from seconds to minutes on a small CPU and
+happens on the first call; with `compile=False` it runs PyTorch's reference quantise/dequantise ops (the same
+int8 numbers, no speed-up). It needs `pip install torchao`.
 
 Both copies are frozen: the weights are quantised once, when the copy is made; edit the original and call
 `quantize()` again. Which route is faster depends on the CPU's int8 instructions: `make bench` measures it
@@ -41,6 +47,7 @@ import torch
 from torch import nn
 
 MODES = ("dynamic", "static")
+FLOWS = ("eager", "pt2e")
 
 
 def _check_model(model: nn.Module) -> None:
@@ -71,21 +78,30 @@ def _as_batches(calibration: Iterable) -> list[torch.Tensor]:
 
 
 def quantize(model: nn.Module, mode: str = "dynamic", calibration: Iterable | None = None,
-             compile: bool = True) -> nn.Module:
+             compile: bool = True, flow: str | None = None) -> nn.Module:
     """An int8 copy of `model` for CPU inference (see the module docstring); `model` is unchanged.
 
-    `calibration` (static only) is an iterable of pixel_values batches; `compile` (static only) lowers the
-    quantised graph with `torch.compile`.
+    `calibration` (static only) is an iterable of pixel_values batches; `flow` is "eager" (dynamic only, its
+    default) or "pt2e" (static's only flow); `compile` (pt2e only) lowers the quantised graph with `torch.compile`.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: quantize() offers {MODES}.")
+    flow = flow or ("eager" if mode == "dynamic" else "pt2e")
+    if flow not in FLOWS:
+        raise ValueError(f"flow={flow!r}: quantize() offers {FLOWS}.")
+    if mode == "static" and flow == "eager":
+        raise ValueError('mode="static" runs the PyTorch 2 export flow only: leave flow= out, or pass flow="pt2e".')
     _check_model(model)
-    if mode == "dynamic":
-        if calibration is not None:
-            raise ValueError('mode="dynamic" quantises activations per batch at run time and takes no calibration=; '
-                             'use mode="static" to calibrate.')
+    if mode == "static":
+        return _quantize_pt2e(model, _as_batches(calibration), compile, dynamic=False)
+    if calibration is not None:
+        raise ValueError('mode="dynamic" quantises activations per batch at run time and takes no calibration=; '
+                         'use mode="static" to calibrate.')
+    if flow == "eager":
         return _quantize_dynamic(model)
-    return _quantize_static(model, _as_batches(calibration), compile)
+    # An example input for torch.export: two images, so that the batch axis is not specialised to one.
+    example = torch.zeros(2, model.config.num_channels, *model.config.image_hw)
+    return _quantize_pt2e(model, [example], compile, dynamic=True)
 
 
 def _quantize_dynamic(model: nn.Module) -> nn.Module:
@@ -125,13 +141,14 @@ class _Exported(nn.Module):
             return self.graph(pixel_values)
 
 
-def _quantize_static(model: nn.Module, batches: list[torch.Tensor], compile: bool) -> nn.Module:
+def _quantize_pt2e(model: nn.Module, batches: list[torch.Tensor], compile: bool, dynamic: bool) -> nn.Module:
+    """The PyTorch 2 export flow; `batches` calibrate static scales (dynamic: an example input, which sets none)."""
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
     except ImportError as err:
-        raise ImportError('quantize(mode="static") uses the PyTorch 2 export quantisation flow from torchao: '
-                          "pip install torchao (or pip install 'vit[quantize]').") from err
+        raise ImportError('quantize(mode="static") and flow="pt2e" use the PyTorch 2 export quantisation flow from '
+                          "torchao: pip install torchao (or pip install 'vit[quantize]').") from err
     frozen = copy.deepcopy(model).eval().requires_grad_(False)
     example = batches[0]
     # Any batch size: calibration batches and later calls need not match the first batch.
@@ -139,7 +156,7 @@ def _quantize_static(model: nn.Module, batches: list[torch.Tensor], compile: boo
     with torch.no_grad():
         graph = torch.export.export(frozen, (example,), dynamic_shapes=({0: batch},)).module()
         quantizer = x86.X86InductorQuantizer()
-        quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=False))
+        quantizer.set_global(x86.get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
         prepared = prepare_pt2e(graph, quantizer)
         for pixels in batches:
             prepared(pixels)
