@@ -139,7 +139,7 @@ def test_bad_requests_raise_clear_errors(digits, tiny_config):
         quantize(model, "dynamic", calibration=calibration, flow="pt2e")
     with pytest.raises(ValueError, match="export flow only"):
         quantize(model, "static", calibration=calibration, flow="eager")
-    with pytest.raises(ValueError, match="flow='fx': quantize\(\) offers"):
+    with pytest.raises(ValueError, match=r"flow='fx': quantize\(\) offers"):
         quantize(model, "dynamic", flow="fx")
 
 
