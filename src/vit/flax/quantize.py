@@ -154,8 +154,8 @@ def _check_model(model: FlaxViTPreTrainedModel) -> None:
                          f"param_dtype={model.param_dtype}). Load it with dtype=\"float32\" (the default).")
 
 
-def _swap(root: nnx.Module, kind: type, int8_twin) -> int:
-    """Replace every module of exactly type `kind` under `root` by `int8_twin(module)`, in place; returns how many."""
+def _swap(root: nnx.Module, kind: type, int8_twin) -> None:
+    """Replace every module of exactly type `kind` under `root` by `int8_twin(module)`, in place."""
     found = [(path, node) for path, node in nnx.iter_graph(root) if type(node) is kind]
     for path, module in found:
         parent = root
@@ -165,7 +165,6 @@ def _swap(root: nnx.Module, kind: type, int8_twin) -> int:
             parent[path[-1]] = int8_twin(module)
         else:
             setattr(parent, path[-1], int8_twin(module))
-    return len(found)
 
 
 def quantize(model: FlaxViTPreTrainedModel, mode: str = "dynamic", attention_dtype: Any = None) -> FlaxViTPreTrainedModel:

@@ -69,12 +69,12 @@ class Int8Dense(keras.layers.Layer):
         self.built = True
 
     @classmethod
-    def from_dense(cls, *denses: Dense | _ConvProjection) -> Int8Dense:
+    def from_dense(cls, *denses: Dense | _ConvProjection, name: str | None = None) -> Int8Dense:
         """One int8 layer computing the given float layers' outputs side by side (a conv kernel (h, w, in, out)
-        as the (h * w * in, out) matmul `_ConvProjection` runs)."""
+        as the (h * w * in, out) matmul `_ConvProjection` runs), named `name` or as the first of them."""
         return cls(*fused_kernel([dense.kernel.numpy() for dense in denses],
                                  [None if dense.bias is None else dense.bias.numpy() for dense in denses]),
-                   name=denses[0].name)
+                   name=name or denses[0].name)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         flat = tf.reshape(tf.cast(x, tf.float32), (-1, x.shape[-1]))
@@ -106,7 +106,7 @@ class Int8SelfAttention(TFViTSelfAttention):
 
     @classmethod
     def from_attention(cls, attention: TFViTSelfAttention, attention_dtype: Any) -> Int8SelfAttention:
-        qkv = Int8Dense.from_dense(attention.query, attention.key, attention.value)
+        qkv = Int8Dense.from_dense(attention.query, attention.key, attention.value, name="qkv")
         return cls(qkv, attention.num_heads, attention.head_dim, attention.dropout.rate, attention_dtype,
                    name=attention.name)
 
