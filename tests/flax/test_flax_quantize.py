@@ -155,6 +155,19 @@ def test_copy_runs_under_jit_with_numpy_at_any_batch(digits, int8):
     assert type(output) is type(digits[0](pixels[:2])) and len(output.hidden_states) == int8.config.num_hidden_layers + 1
 
 
+@pytest.mark.parametrize("attention_dtype", [None, "bfloat16"])
+def test_copy_at_another_resolution_follows_the_float_model(tiny_config, attention_dtype):
+    """160 px instead of 32: interpolated positions and 401 tokens, which take attention's one-head-at-a-time path."""
+    from vit import FlaxViTForImageClassification
+
+    model = FlaxViTForImageClassification(tiny_config)
+    copy = quantize(model, "dynamic", attention_dtype=attention_dtype)
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 160, 160)).astype(np.float32)
+    want = np.asarray(model(pixels, interpolate_pos_encoding=True).logits)
+    got = np.asarray(copy(pixels, interpolate_pos_encoding=True).logits)
+    assert 0 < np.abs(got - want).max() <= INT8_VS_FP32_REL * np.abs(want).max()
+
+
 def test_copy_is_frozen_and_original_unchanged(digits):
     """Quantising copies the weights once: later edits to the original change the original only."""
     model, pixels, _, _ = digits

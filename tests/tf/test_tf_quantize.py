@@ -111,6 +111,18 @@ def test_copy_in_eager_mode_and_at_any_batch(digits, int8):
     assert type(output) is type(digits[0](pixels[:2])) and len(output.hidden_states) == int8.config.num_hidden_layers + 1
 
 
+@pytest.mark.parametrize("attention_dtype", [None, "bfloat16"])
+def test_copy_at_another_resolution_follows_the_float_model(attention_dtype):
+    """160 px instead of 32: interpolated positions and 401 tokens, which take attention's one-head-at-a-time path."""
+    model = TFViTForImageClassification(tiny())
+    copy = quantize(model, "dynamic", attention_dtype=attention_dtype)
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 160, 160)).astype(np.float32)
+    want = model(pixels, interpolate_pos_encoding=True).logits.numpy()
+    run = tf.function(lambda x: copy(x, interpolate_pos_encoding=True).logits, jit_compile=True)
+    got = run(pixels).numpy()
+    assert 0 < np.abs(got - want).max() <= INT8_VS_FP32_REL * np.abs(want).max()
+
+
 def test_copy_is_frozen_and_original_unchanged(digits):
     model, pixels, _, _ = digits
     copy = quantize(model, "dynamic")

@@ -21,13 +21,13 @@ own scale); in float32 it took 5% of that copy's time.
 Everything else stays float32 by default: LayerNorm, softmax, GELU, and the heads after the encoder (pooler,
 classifier, projection, attention-pooling head, MIM decoder). The heads run on one pooled token per image (the
 MAP head's key/value projection on every token, once), well under 1% of the FLOPs, so int8 would buy no speed
-there, and a float32 head adds no error of its own to the logits. (PyTorch's dynamic route quantises every
+there, and a float32 head adds no error of its own to the logits. (PyTorch's eager dynamic route quantises every
 `nn.Linear`, heads included, and no convolution; here the encoder carries all of the cost and all of the int8.)
 
-`attention_dtype=jnp.bfloat16` runs attention's two products (q kᵀ and probs v) as bf16 x bf16 -> float32, with the
-softmax still in float32. They are the largest float32 products left in the copy. On a CPU with bf16 units (AVX512-BF16,
-AMX) this made the copy 1.10-1.13x faster (ViT-B/16, ViT-S/16; `make bench` on a 2-core AMX Xeon). Where there are none, XLA runs the
-products in float32 after a conversion, so this option buys nothing there.
+`attention_dtype=jnp.bfloat16` runs attention's two products (q kᵀ and probs v) as bf16 x bf16 -> float32, with
+the softmax still in float32. They are the largest float32 products left in the copy. On a CPU with bf16 units
+(AVX512-BF16, AMX) this made the copy 1.27-1.28x faster (ViT-B/16, ViT-S/16; `make bench` on a 2-core AMX Xeon).
+Where there are none, XLA runs the products in float32 after a conversion, so this option buys nothing there.
 
 The copy is an instance of a subclass of the model's class (`isinstance(copy, type(model))`), takes the same
 inputs (numpy or JAX, any batch size, under the caller's `jax.jit`) and returns the same output dataclasses. It

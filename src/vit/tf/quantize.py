@@ -15,8 +15,9 @@ Everything else stays float32: LayerNorm, softmax, GELU and the heads after the 
 FLOPs). `attention_dtype=tf.bfloat16` runs attention's two products as bf16 x bf16 -> float32, for CPUs with bf16
 units (AVX512-BF16, AMX).
 
-Run it under XLA, `tf.function(jit_compile=True)`: XLA CPU hands the int8 products to YNNPACK's int8 GEMM (VNNI,
-AMX). In eager and graph mode the copy gives the same numbers, but TF's own int8 MatMul is slow there (the ViT-S/16
+Run it under XLA, `tf.function(jit_compile=True)`: XLA CPU runs the products as int8 x int8 -> int32 dots, on VNNI
+or AMX where the CPU has them. (TensorFlow 2.21's XLA makes no YNNPACK fusions, which JAX's does, so this copy gains
+less over float32 than the Flax one; `make bench` measures both.) In eager and graph mode the copy gives the same numbers, but TF's own int8 MatMul is slow there (the ViT-S/16
 copy took 4.6x as long as the float32 model in graph mode, measured on a 2-core AMX Xeon).
 This is TF's in-framework int8 route; `vit export tflite --quantize int8` is the other (LiteRT). `make bench`
 measures both (`bench_low_precision`).
