@@ -143,6 +143,17 @@ def test_bad_requests_raise_clear_errors(digits, tiny_config):
         quantize(model, "dynamic", flow="fx")
 
 
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_pt2e_copy_names_its_fixed_image_size(mode, tiny_config):
+    """The exported graph has the config's image size: another size is refused with that size, not with the
+    model's advice to interpolate, which the copy cannot take."""
+    model = ViTForImageClassification(tiny_config).eval()
+    calibration = [torch.zeros(2, 3, 32, 32)] if mode == "static" else None
+    copy = quantize(model, mode, calibration=calibration, compile=False, flow="pt2e")
+    with pytest.raises(ValueError, match="exported for 32x32 images and got 48x48"):
+        copy(torch.zeros(1, 3, 48, 48))
+
+
 def test_module_docstring_example():
     result = doctest.testmod(quantize_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

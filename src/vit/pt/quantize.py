@@ -135,6 +135,12 @@ class _Exported(nn.Module):
         self.compiled = compiled
 
     def forward(self, pixel_values) -> object:
+        size = tuple(np.shape(pixel_values)[-2:])
+        if size != tuple(self.config.image_hw):
+            # The model's own check would suggest interpolate_pos_encoding=True, which an exported graph cannot take.
+            raise ValueError(f"This int8 copy was exported for {self.config.image_hw[0]}x{self.config.image_hw[1]} "
+                             f"images and got {size[0]}x{size[1]}: resize the images (ViTImageProcessor), or quantize a "
+                             "model whose config has that image_size.")
         pixel_values, *_ = self.check_inputs(pixel_values, None, None, False)
         freezing = torch._inductor.config.patch(freezing=True) if self.compiled else contextlib.nullcontext()
         with torch.inference_mode(), freezing:
